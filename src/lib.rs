@@ -1,0 +1,2 @@
+//! mmd: a market-making daemon for Binance and Binance-compatible venues.
+pub mod binance;

@@ -1,0 +1,1 @@
+//! Pure quoting models for mmd.
