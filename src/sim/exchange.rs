@@ -1714,6 +1714,10 @@ impl Exchange {
                     now,
                     &mut sink,
                 );
+                // The rest of the market refills the touch at once: a taker sweeps
+                // through the book (and any quote within its reach) but never leaves
+                // a side empty for the tickers to see.
+                self.repost_liquidity(sym, now);
             }
             self.publish_top(sym);
         }
