@@ -51,7 +51,13 @@ async fn maker_ten_bps_from_mid_gets_filled_often() {
                 .signed(
                     Method::POST,
                     "/api/v3/order",
-                    &[("symbol", "BTCUSDT"), ("side", side), ("type", "LIMIT_MAKER"), ("quantity", "0.001"), ("price", &price)],
+                    &[
+                        ("symbol", "BTCUSDT"),
+                        ("side", side),
+                        ("type", "LIMIT_MAKER"),
+                        ("quantity", "0.001"),
+                        ("price", &price),
+                    ],
                 )
                 .await;
             assert!(r.status == 200 || r.code() == -2010, "{:?}", r.body);
