@@ -523,6 +523,17 @@ impl Exchange {
         id
     }
 
+    /// A fresh id from the connection id space (for WebSocket-API subscription sinks).
+    pub fn alloc_id(&mut self) -> u64 {
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        id
+    }
+
+    pub fn api_key_of(&self, account: u32) -> &str {
+        &self.accounts[account as usize].api_key
+    }
+
     pub fn unregister_conn(&mut self, id: u64) {
         self.conns.remove(&id);
         for a in &mut self.accounts {
