@@ -302,6 +302,9 @@ struct Account {
     listen_key: Option<(String, Instant)>,
 }
 
+/// Best bid and best ask (price ticks, quantity), as last published.
+type TopOfBook = (Option<(i64, Decimal)>, Option<(i64, Decimal)>);
+
 pub(crate) struct SymbolState {
     pub cfg: SymbolConfig,
     /// Configured symbols get synthetic liquidity and taker flow; fillers only a ticker.
@@ -315,7 +318,7 @@ pub(crate) struct SymbolState {
     rng: PriceRng,
     synthetic: Vec<OrderId>,
     book_update_id: u64,
-    last_top: (Option<(i64, Decimal)>, Option<(i64, Decimal)>),
+    last_top: TopOfBook,
     // 24h ticker statistics (since start).
     open: Decimal,
     high: Decimal,
@@ -1511,6 +1514,7 @@ impl Exchange {
     }
 
     /// GET /api/v3/myTrades.
+    #[allow(clippy::too_many_arguments)]
     pub fn my_trades_json(
         &self,
         account: u32,
