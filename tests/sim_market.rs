@@ -95,3 +95,49 @@ async fn maker_ten_bps_from_mid_gets_filled_often() {
     sim.check_invariants().unwrap();
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn replay_file_drives_the_mid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec.jsonl");
+    std::fs::write(
+        &path,
+        "{\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"64999.00\",\"B\":\"1\",\"a\":\"65001.00\",\"A\":\"1\"}\n\
+         {\"stream\":\"btcusdt@ticker\",\"data\":{\"e\":\"24hrTicker\",\"s\":\"BTCUSDT\",\"c\":\"65000.00\"}}\n",
+    )
+    .unwrap();
+    let sim = start(SimConfig {
+        market: MarketConfig {
+            replay_file: Some(path.display().to_string()),
+            taker_rate: 0.0,
+            ..MarketConfig::default()
+        },
+        ..test_config()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let c = Client::new(&sim.rest_url());
+    let mid = mid_of(&c, &sim.stream_url()).await;
+    assert_eq!(
+        mid,
+        Decimal::from(65000),
+        "the recorded mid, not the configured 60000"
+    );
+    sim.shutdown().await;
+    // A broken recording is refused with the file and line.
+    std::fs::write(&path, "{\"s\":\"BTCUSDT\",\"c\":\"1\"}\n{oops\n").unwrap();
+    let err = mmd::sim::start(
+        SimConfig {
+            market: MarketConfig {
+                replay_file: Some(path.display().to_string()),
+                ..MarketConfig::default()
+            },
+            ..test_config()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("rec.jsonl:2"), "{err}");
+}

@@ -372,6 +372,9 @@ pub struct Exchange {
     book_tx: broadcast::Sender<Arc<BookTickerMsg>>,
     pub(crate) frozen: Arc<AtomicBool>,
     fills_scratch: Vec<Fill>,
+    /// Recorded (symbol, mid) lines replayed instead of the random walk.
+    replay: Vec<(String, f64)>,
+    replay_pos: usize,
 }
 
 /// What a fill did to the taker, for the FULL response.
@@ -402,6 +405,8 @@ impl Exchange {
             book_tx,
             frozen: Arc::new(AtomicBool::new(false)),
             fills_scratch: Vec::new(),
+            replay: Vec::new(),
+            replay_pos: 0,
             cfg: cfg.clone(),
             clock,
             stats,
@@ -476,6 +481,12 @@ impl Exchange {
             sinks: Vec::new(),
             listen_key: None,
         });
+    }
+
+    /// Replaces the random walk with recorded mids (see `price_process::load_replay`).
+    pub fn set_replay(&mut self, lines: Vec<(String, f64)>) {
+        self.replay = lines;
+        self.replay_pos = 0;
     }
 
     pub fn book_ticker_receiver(&self) -> broadcast::Receiver<Arc<BookTickerMsg>> {
@@ -1716,12 +1727,23 @@ impl Exchange {
         }
         let now = self.clock.now_ms();
         let m = self.cfg.market.clone();
+        let replaying = !self.replay.is_empty();
+        if replaying {
+            // One recorded line per tick, looping at the end of the file.
+            let (symbol, mid) = &self.replay[self.replay_pos % self.replay.len()];
+            self.replay_pos += 1;
+            if let Some(i) = self.symbol_index.get(symbol) {
+                self.symbols[*i as usize].mid = *mid;
+            }
+        }
         for sym in 0..self.symbols.len() as u32 {
             let s = &mut self.symbols[sym as usize];
             if !s.active || s.status != "TRADING" {
                 continue;
             }
-            s.mid = price_process::walk(&mut s.rng, s.mid, m.volatility, dt);
+            if !replaying {
+                s.mid = price_process::walk(&mut s.rng, s.mid, m.volatility, dt);
+            }
             self.repost_liquidity(sym, now);
             let s = &mut self.symbols[sym as usize];
             let takers = price_process::poisson(&mut s.rng, m.taker_rate * dt.as_secs_f64());
