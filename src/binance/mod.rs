@@ -1,1 +1,2 @@
 pub mod sign;
+pub mod types;
