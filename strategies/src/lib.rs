@@ -252,3 +252,38 @@ pub fn build<'de, D: Deserializer<'de>>(
 pub(crate) fn bps(x: Decimal) -> Decimal {
     x / Decimal::from(10_000)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_strategy_lists_the_known_ones() {
+        let table: toml::Value = toml::from_str("order_qty = 1").unwrap();
+        let err = build("sprd", table).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "unknown strategy `sprd`; known strategies: spread, avellaneda"
+        );
+        assert_eq!(strategy_names(), &["spread", "avellaneda"]);
+    }
+
+    #[test]
+    fn microprice_leans_toward_the_thin_side() {
+        let m = MarketSnapshot {
+            best_bid: Decimal::from(100),
+            best_bid_qty: Decimal::from(9),
+            best_ask: Decimal::from(102),
+            best_ask_qty: Decimal::from(1),
+            last: None,
+            ts_ms: 0,
+        };
+        // (100 * 1 + 102 * 9) / 10 = 101.8
+        assert_eq!(m.microprice(), Some(Decimal::new(1018, 1)));
+        let crossed = MarketSnapshot {
+            best_ask: Decimal::from(100),
+            ..m
+        };
+        assert_eq!(crossed.mid(), None);
+    }
+}
