@@ -1,2 +1,3 @@
 //! mmd: a market-making daemon for Binance and Binance-compatible venues.
 pub mod binance;
+pub mod config;
