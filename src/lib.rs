@@ -1,3 +1,4 @@
 //! mmd: a market-making daemon for Binance and Binance-compatible venues.
 pub mod binance;
 pub mod config;
+pub mod engine;
