@@ -1,3 +1,5 @@
 //! mmd: a market-making daemon for Binance and Binance-compatible venues.
 pub mod binance;
+pub mod config;
+pub mod engine;
 pub mod ledger;
