@@ -3,3 +3,4 @@ pub mod binance;
 pub mod config;
 pub mod engine;
 pub mod ledger;
+pub mod report;
