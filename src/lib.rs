@@ -4,3 +4,4 @@ pub mod config;
 pub mod engine;
 pub mod ledger;
 pub mod report;
+pub mod sim;
