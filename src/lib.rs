@@ -2,3 +2,4 @@
 pub mod binance;
 pub mod config;
 pub mod engine;
+pub mod metrics;
