@@ -2,4 +2,5 @@
 pub mod binance;
 pub mod config;
 pub mod engine;
+pub mod ledger;
 pub mod metrics;

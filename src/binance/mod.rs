@@ -1,2 +1,3 @@
+pub mod decode;
 pub mod sign;
 pub mod types;

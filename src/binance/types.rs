@@ -275,6 +275,19 @@ pub struct RateLimit {
     pub limit: u64,
 }
 
+/// Binance's own exchangeInfo example has `"rateLimits": [{}]`; an empty object is a
+/// placeholder, while a partly filled entry is still an error.
+fn rate_limits_skipping_placeholders<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<RateLimit>, D::Error> {
+    use serde::de::Error;
+    let raw: Vec<serde_json::Map<String, serde_json::Value>> = Vec::deserialize(d)?;
+    raw.into_iter()
+        .filter(|m| !m.is_empty())
+        .map(|m| serde_json::from_value(serde_json::Value::Object(m)).map_err(D::Error::custom))
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "filterType", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SymbolFilter {
@@ -317,7 +330,7 @@ pub struct SymbolInfo {
 #[serde(rename_all = "camelCase")]
 pub struct ExchangeInfo {
     pub server_time: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rate_limits_skipping_placeholders")]
     pub rate_limits: Vec<RateLimit>,
     pub symbols: Vec<SymbolInfo>,
 }
@@ -344,7 +357,14 @@ pub struct OrderFill {
     pub qty: Decimal,
     pub commission: Decimal,
     pub commission_asset: String,
+    /// Absent in pre-2019 FULL responses (and some compatible venues): -1, as in
+    /// executionReport's `t` for "no trade id".
+    #[serde(default = "no_trade_id")]
     pub trade_id: i64,
+}
+
+fn no_trade_id() -> i64 {
+    -1
 }
 
 /// POST /api/v3/order (ACK carries only the ids; RESULT/FULL add state; FULL adds fills),
@@ -401,4 +421,82 @@ pub struct MyTrade {
 #[serde(rename_all = "camelCase")]
 pub struct ListenKey {
     pub listen_key: String,
+}
+
+/// An order-list (OCO/OTO) report, as found among the results of
+/// DELETE /api/v3/openOrders and `openOrders.cancelAll`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderListReport {
+    pub order_list_id: i64,
+    pub symbol: String,
+    #[serde(default)]
+    pub list_status_type: Option<String>,
+    #[serde(default)]
+    pub order_reports: Vec<OrderResponse>,
+}
+
+/// One element of a cancel-all response: a plain order, or an order list whose
+/// member orders were canceled with it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CanceledOpenOrder {
+    Order(OrderResponse),
+    OrderList(OrderListReport),
+}
+
+// ---------------------------------------------------------------- WebSocket API
+
+/// A WebSocket API request frame: `{"id":..,"method":..,"params":{..}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WsApiRequest {
+    pub id: serde_json::Value,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `rateLimits` entries of a WebSocket API response (current usage included).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsApiRateLimit {
+    pub rate_limit_type: String,
+    pub interval: String,
+    pub interval_num: u64,
+    pub limit: u64,
+    #[serde(default)]
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WsApiError {
+    pub code: i64,
+    pub msg: String,
+    /// e.g. `{"serverTime":..,"retryAfter":..}` on a 418/429.
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// A WebSocket API response frame. `result` is kept raw so each caller decodes
+/// the type it expects; the legacy `userDataStream.ping/stop` examples call it
+/// `response`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsApiResponse {
+    #[serde(default)]
+    pub id: serde_json::Value,
+    pub status: u16,
+    #[serde(default, alias = "response")]
+    pub result: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    pub error: Option<WsApiError>,
+    #[serde(default)]
+    pub rate_limits: Vec<WsApiRateLimit>,
+}
+
+/// Result of `userDataStream.subscribe` / `userDataStream.subscribe.signature`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionResult {
+    pub subscription_id: u64,
 }
