@@ -840,8 +840,40 @@ pub struct MarketConfig {
 }
 
 /// Validates a market's strategy and risk tables; returns (key, reason) on failure.
-fn validate_market(_m: &MarketConfig) -> Result<(), (String, String)> {
+fn validate_market(m: &MarketConfig) -> Result<(), (String, String)> {
+    build_strategy(m).map_err(|e| strategy_error_key("strategy", e))?;
+    risk_limits(m).map_err(|e| strategy_error_key("risk", e))?;
     Ok(())
+}
+
+fn strategy_error_key(table: &str, e: strategies::StrategyError) -> (String, String) {
+    let key = match e.key() {
+        Some(k) => format!("{table}.{k}"),
+        None => table.to_owned(),
+    };
+    let reason = match &e {
+        strategies::StrategyError::UnknownStrategy { .. } => e.to_string(),
+        strategies::StrategyError::Params { reason, .. }
+        | strategies::StrategyError::Invalid { reason, .. } => reason.clone(),
+    };
+    (key, reason)
+}
+
+/// A fresh strategy instance for a market (validated at load, so this only fails if the
+/// strategies crate changed its mind).
+pub fn build_strategy(
+    m: &MarketConfig,
+) -> Result<Box<dyn strategies::Strategy>, strategies::StrategyError> {
+    strategies::build(
+        &m.strategy_name,
+        toml::Value::Table(m.strategy_params.clone()),
+    )
+}
+
+pub fn risk_limits(
+    m: &MarketConfig,
+) -> Result<strategies::risk::RiskLimits, strategies::StrategyError> {
+    strategies::risk::RiskLimits::from_table(toml::Value::Table(m.risk.clone()))
 }
 
 /// Reads every `*.toml` in `dir`, sorted by name; duplicated symbols are refused.
@@ -1099,6 +1131,52 @@ max_base_position = "0.05"
         );
         let e = f.load().unwrap_err();
         assert_eq!(e.key.as_deref(), Some("symbl"), "{e}");
+    }
+
+    #[test]
+    fn unknown_strategy_is_refused_with_the_known_ones() {
+        let f = Fixture::new(SIM);
+        f.market(
+            "BTCUSDT.toml",
+            "symbol = \"BTCUSDT\"\n[strategy]\nname = \"sprad\"\n",
+        );
+        let e = f.load().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("strategy.name"), "{e}");
+        assert!(
+            e.reason.contains("sprad") && e.reason.contains("spread"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn negative_spread_is_refused() {
+        let f = Fixture::new(SIM);
+        f.market(
+            "BTCUSDT.toml",
+            &MARKET.replace("bid_spread_bps = 10", "bid_spread_bps = -5"),
+        );
+        let e = f.load().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("strategy.bid_spread_bps"), "{e}");
+        assert!(e.file.ends_with("markets/BTCUSDT.toml"));
+    }
+
+    #[test]
+    fn unknown_strategy_parameter_and_risk_key_are_refused() {
+        let f = Fixture::new(SIM);
+        f.market(
+            "BTCUSDT.toml",
+            &MARKET.replace("order_qty", "order_quantity"),
+        );
+        let e = f.load().unwrap_err();
+        assert!(e.to_string().contains("order_quantity"), "{e}");
+        let f = Fixture::new(SIM);
+        f.market(
+            "BTCUSDT.toml",
+            &MARKET.replace("max_base_position", "max_position"),
+        );
+        let e = f.load().unwrap_err();
+        assert!(e.to_string().contains("max_position"), "{e}");
+        assert!(e.key.as_deref().unwrap_or("").starts_with("risk"), "{e}");
     }
 
     #[test]

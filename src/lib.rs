@@ -3,5 +3,6 @@ pub mod binance;
 pub mod config;
 pub mod engine;
 pub mod ledger;
+pub mod metrics;
 pub mod report;
 pub mod sim;
