@@ -214,17 +214,31 @@ struct UserEnvelope<'a> {
 /// `{"event":{..}}` (WebSocket API 2024-12 .. 2025-08, and `serverShutdown`), or
 /// `{"subscriptionId":n,"event":{..}}` (WebSocket API since 2025-08).
 pub fn decode_user_event(frame: &str) -> Result<UserEvent, DecodeError> {
+    decode_user_event_keyed(frame).map(|(ev, _)| ev)
+}
+
+/// Like [`decode_user_event`], plus a hash of the event object itself (without its
+/// envelope): the same event delivered on two connections during a rotation has
+/// the same key even though each subscription wraps it with its own id.
+pub fn decode_user_event_keyed(frame: &str) -> Result<(UserEvent, u64), DecodeError> {
     check_size(frame)?;
     let outer: UserEnvelope = serde_json::from_str(frame)?;
-    match (outer.e, outer.event) {
-        (Some(e), _) => decode_user_object(frame, e, &outer),
+    let (object, ev) = match (outer.e, outer.event) {
+        (Some(e), _) => (frame, decode_user_object(frame, e, &outer)?),
         (None, Some(inner)) => {
             let env: UserEnvelope = serde_json::from_str(inner.get())?;
             let e = env.e.ok_or(DecodeError::MissingField("e"))?;
-            decode_user_object(inner.get(), e, &env)
+            (inner.get(), decode_user_object(inner.get(), e, &env)?)
         }
-        (None, None) => Err(DecodeError::NotAnEvent),
-    }
+        (None, None) => return Err(DecodeError::NotAnEvent),
+    };
+    Ok((ev, frame_hash(object.trim())))
+}
+
+/// Stable within a process; used only to recognise frames seen twice.
+pub fn frame_hash(text: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(text.as_bytes())
 }
 
 fn decode_user_object(
