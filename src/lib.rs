@@ -1,2 +1,8 @@
 //! mmd: a market-making daemon for Binance and Binance-compatible venues.
 pub mod binance;
+pub mod config;
+pub mod engine;
+pub mod ledger;
+pub mod metrics;
+pub mod report;
+pub mod sim;
