@@ -27,6 +27,10 @@ use super::types::{
 /// about 0.8 MB; 8 MiB leaves room for growth while bounding hostile input.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
+/// Largest user-data frame accepted. The biggest legitimate one, a 2018-style
+/// `outboundAccountInfo` snapshot, is ~60 bytes per asset.
+pub const MAX_USER_FRAME_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("frame of {len} bytes exceeds the {max} byte cap")]
@@ -93,11 +97,11 @@ impl SymbolSet {
     }
 }
 
-fn check_size(frame: &str) -> Result<(), DecodeError> {
-    if frame.len() > MAX_FRAME_BYTES {
+fn check_size(frame: &str, max: usize) -> Result<(), DecodeError> {
+    if frame.len() > max {
         return Err(DecodeError::TooLarge {
             len: frame.len(),
-            max: MAX_FRAME_BYTES,
+            max,
         });
     }
     Ok(())
@@ -221,7 +225,7 @@ pub fn decode_user_event(frame: &str) -> Result<UserEvent, DecodeError> {
 /// envelope): the same event delivered on two connections during a rotation has
 /// the same key even though each subscription wraps it with its own id.
 pub fn decode_user_event_keyed(frame: &str) -> Result<(UserEvent, u64), DecodeError> {
-    check_size(frame)?;
+    check_size(frame, MAX_USER_FRAME_BYTES)?;
     let outer: UserEnvelope = serde_json::from_str(frame)?;
     let (object, ev) = match (outer.e, outer.event) {
         (Some(e), _) => (frame, decode_user_object(frame, e, &outer)?),
@@ -317,7 +321,7 @@ pub fn decode_market_frame(
     wanted: &SymbolSet,
     out: &mut Vec<MarketEvent>,
 ) -> Result<(), DecodeError> {
-    check_size(frame)?;
+    check_size(frame, MAX_FRAME_BYTES)?;
     decode_market_value(frame, wanted, out, 0)
 }
 
