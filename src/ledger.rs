@@ -127,6 +127,11 @@ CREATE TABLE IF NOT EXISTS marks (
     mid     TEXT    NOT NULL,
     PRIMARY KEY (symbol, time_ms)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS markets (
+    symbol      TEXT PRIMARY KEY,
+    base_asset  TEXT NOT NULL,
+    quote_asset TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     started_ms INTEGER PRIMARY KEY,
     stopped_ms INTEGER
@@ -258,6 +263,27 @@ impl Ledger {
             params![symbol, mark.time_ms as i64, mark.mid.to_string()],
         )?;
         Ok(())
+    }
+
+    /// Remembers a symbol's assets, so reports can value commissions in quote.
+    pub fn record_market(&self, symbol: &str, base_asset: &str, quote_asset: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO markets (symbol, base_asset, quote_asset) VALUES (?1, ?2, ?3)",
+            params![symbol, base_asset, quote_asset],
+        )?;
+        Ok(())
+    }
+
+    /// (base asset, quote asset) of a symbol the daemon has traded.
+    pub fn market_assets(&self, symbol: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT base_asset, quote_asset FROM markets WHERE symbol = ?1",
+                params![symbol],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     pub fn record_run_start(&self, started_ms: u64) -> Result<()> {

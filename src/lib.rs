@@ -4,3 +4,5 @@ pub mod config;
 pub mod engine;
 pub mod ledger;
 pub mod metrics;
+pub mod report;
+pub mod sim;

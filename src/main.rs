@@ -24,12 +24,27 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// PnL, fees, volume and inventory per market, from the ledger.
+    Report(mmd::report::ReportArgs),
+    /// Probe a running daemon's /health (for container health checks): exit 0 when healthy.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:9898/health")]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Report(args) => match mmd::report::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Health { url } => health(&url),
         Command::Run { config } => match mmd::config::Config::load(&config) {
             Ok(_) => {
                 eprintln!("mmd run: not wired yet");
@@ -58,4 +73,41 @@ fn check(path: &std::path::Path) -> ExitCode {
     print!("{}", config.summary());
     println!("config OK");
     ExitCode::SUCCESS
+}
+
+fn health(url: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Ok::<_, String>((status, body))
+    });
+    match outcome {
+        Ok((status, body)) if status.is_success() => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("unhealthy ({status}): {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("cannot reach {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
