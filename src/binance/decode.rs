@@ -27,6 +27,10 @@ use super::types::{
 /// about 0.8 MB; 8 MiB leaves room for growth while bounding hostile input.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
+/// Largest user-data frame accepted. The biggest legitimate one, a 2018-style
+/// `outboundAccountInfo` snapshot, is ~60 bytes per asset.
+pub const MAX_USER_FRAME_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("frame of {len} bytes exceeds the {max} byte cap")]
@@ -93,11 +97,11 @@ impl SymbolSet {
     }
 }
 
-fn check_size(frame: &str) -> Result<(), DecodeError> {
-    if frame.len() > MAX_FRAME_BYTES {
+fn check_size(frame: &str, max: usize) -> Result<(), DecodeError> {
+    if frame.len() > max {
         return Err(DecodeError::TooLarge {
             len: frame.len(),
-            max: MAX_FRAME_BYTES,
+            max,
         });
     }
     Ok(())
@@ -214,17 +218,31 @@ struct UserEnvelope<'a> {
 /// `{"event":{..}}` (WebSocket API 2024-12 .. 2025-08, and `serverShutdown`), or
 /// `{"subscriptionId":n,"event":{..}}` (WebSocket API since 2025-08).
 pub fn decode_user_event(frame: &str) -> Result<UserEvent, DecodeError> {
-    check_size(frame)?;
+    decode_user_event_keyed(frame).map(|(ev, _)| ev)
+}
+
+/// Like [`decode_user_event`], plus a hash of the event object itself (without its
+/// envelope): the same event delivered on two connections during a rotation has
+/// the same key even though each subscription wraps it with its own id.
+pub fn decode_user_event_keyed(frame: &str) -> Result<(UserEvent, u64), DecodeError> {
+    check_size(frame, MAX_USER_FRAME_BYTES)?;
     let outer: UserEnvelope = serde_json::from_str(frame)?;
-    match (outer.e, outer.event) {
-        (Some(e), _) => decode_user_object(frame, e, &outer),
+    let (object, ev) = match (outer.e, outer.event) {
+        (Some(e), _) => (frame, decode_user_object(frame, e, &outer)?),
         (None, Some(inner)) => {
             let env: UserEnvelope = serde_json::from_str(inner.get())?;
             let e = env.e.ok_or(DecodeError::MissingField("e"))?;
-            decode_user_object(inner.get(), e, &env)
+            (inner.get(), decode_user_object(inner.get(), e, &env)?)
         }
-        (None, None) => Err(DecodeError::NotAnEvent),
-    }
+        (None, None) => return Err(DecodeError::NotAnEvent),
+    };
+    Ok((ev, frame_hash(object.trim())))
+}
+
+/// Stable within a process; used only to recognise frames seen twice.
+pub fn frame_hash(text: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(text.as_bytes())
 }
 
 fn decode_user_object(
@@ -303,7 +321,7 @@ pub fn decode_market_frame(
     wanted: &SymbolSet,
     out: &mut Vec<MarketEvent>,
 ) -> Result<(), DecodeError> {
-    check_size(frame)?;
+    check_size(frame, MAX_FRAME_BYTES)?;
     decode_market_value(frame, wanted, out, 0)
 }
 

@@ -329,12 +329,15 @@ impl RestClient {
             .await
     }
 
-    /// Measures the server-time offset (midpoint of the round trip) and keeps it.
+    /// Measures the server-time offset and keeps it. The server read its clock
+    /// somewhere inside our round trip; assuming it did so at the very end makes
+    /// our estimate lag by at most one round trip and never run ahead: Binance
+    /// rejects timestamps from the future, while a recvWindow of seconds absorbs
+    /// a lag of milliseconds.
     pub async fn sync_time(&self) -> Result<i64, RestError> {
-        let sent = local_ms();
         let t = self.time().await?;
         let received = local_ms();
-        let offset = t.server_time as i64 - (sent + received) / 2;
+        let offset = t.server_time as i64 - received;
         self.inner.offset_ms.store(offset, Ordering::Relaxed);
         Ok(offset)
     }

@@ -9,5 +9,6 @@ pub use io::{
     Command, ConnectReason, Input, MarketSetup, PlaceOrder, RestFailure, ResyncReason, Snapshot,
     Stream,
 };
+pub mod runner;
 #[cfg(test)]
 mod tests;
