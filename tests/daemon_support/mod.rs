@@ -331,3 +331,41 @@ pub async fn touch(sim: &SimHandle, symbol: &str) -> (Decimal, Decimal) {
         }
     }
 }
+
+impl Daemon {
+    /// Freezes the market, lets in-flight events land, then checks the daemon and the
+    /// exchange agree exactly: fills counted, and every balance of the traded assets.
+    pub async fn assert_agrees_with_exchange(&self, assets: &[&str]) -> usize {
+        self.sim.set_market_frozen(true);
+        let trades = self.sim.trades(API_KEY).len();
+        self.wait_for(
+            "fills counted by the daemon == trades at the exchange",
+            Duration::from_secs(8),
+            || async {
+                self.metric("mmd_fills_total", None).await as usize
+                    == self.sim.trades(API_KEY).len()
+            },
+        )
+        .await;
+        self.wait_for(
+            "balances reported == exchange balances",
+            Duration::from_secs(8),
+            || async {
+                let reported = self.reported_balances().await;
+                let exchange = self.sim.balances(API_KEY);
+                assets.iter().all(|a| reported.get(*a) == exchange.get(*a))
+            },
+        )
+        .await;
+        let reported = self.reported_balances().await;
+        let exchange = self.sim.balances(API_KEY);
+        for a in assets {
+            assert_eq!(
+                reported.get(*a),
+                exchange.get(*a),
+                "{a}: daemon vs exchange"
+            );
+        }
+        trades
+    }
+}
