@@ -15,8 +15,13 @@ pub const API_KEY: &str = "testkeyAbCdEf0123456789testkeyAbCdEf";
 pub const API_SECRET: &str = "testsecretQwErTy9876543210testsecretQwErTy";
 
 pub fn market_file(symbol: &str, qty: &str) -> String {
+    market_file_with(symbol, qty, "bid_spread_bps = 5\nask_spread_bps = 5\n")
+}
+
+/// A spread market with the given strategy lines (spreads, levels).
+pub fn market_file_with(symbol: &str, qty: &str, strategy: &str) -> String {
     format!(
-        "symbol = \"{symbol}\"\n[strategy]\nname = \"spread\"\nbid_spread_bps = 5\nask_spread_bps = 5\norder_qty = \"{qty}\"\nrefresh_tolerance_bps = 3\n[risk]\nmax_base_position = \"100\"\n"
+        "symbol = \"{symbol}\"\n[strategy]\nname = \"spread\"\n{strategy}order_qty = \"{qty}\"\nrefresh_tolerance_bps = 3\n[risk]\nmax_base_position = \"100\"\n"
     )
 }
 
