@@ -4,6 +4,7 @@ pub mod binance;
 pub mod config;
 pub mod engine;
 pub mod ledger;
+pub mod logging;
 pub mod metrics;
 pub mod report;
 pub mod sim;
