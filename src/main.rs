@@ -1,28 +1,175 @@
-// Temporary dispatcher on the `sim` branch so `mmd sim` can be tested; the lead's
-// main.rs replaces this on merge (wire `Sim(mmd::sim::cli::SimArgs)` into its CLI).
+//! The `mmd` command line: `run`, `check`, `sim`, `report`, `health`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mmd", about = "Market-making daemon for Binance")]
+#[command(name = "mmd", version, about = "Market-making daemon for Binance")]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    command: Command,
 }
 
 #[derive(Subcommand)]
-enum Cmd {
-    /// Run the Binance-compatible exchange simulator standalone.
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the configuration (no network) and print what would run.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the embedded exchange simulator standalone.
     Sim(mmd::sim::cli::SimArgs),
+    /// PnL, fees, volume and inventory per market, from the ledger.
+    Report(mmd::report::ReportArgs),
+    /// Probe a running daemon's /health (for container health checks): exit 0 when healthy.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:9898/health")]
+        url: String,
+    },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match Cli::parse().cmd {
-        Cmd::Sim(args) => mmd::sim::cli::run(args).await,
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Report(args) => match mmd::report::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Health { url } => health(&url),
+        Command::Run { config } => run(&config),
+        Command::Sim(args) => {
+            mmd::logging::init(mmd::config::LogFormat::Pretty, "info");
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(mmd::sim::cli::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match mmd::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = config.load_credentials() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    mmd::logging::init(config.log.format, &config.log.level);
+    tracing::info!(event = "config_loaded", summary = %config.summary(), "config loaded");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Err(e) = mmd::engine::runner::spawn_signal_forwarder(tx.clone()) {
+            tracing::error!(error = %e, "signals");
+            return 1;
+        }
+        // Keep the sender alive for the whole run: a closed channel means "stop".
+        let _keep = tx;
+        match mmd::engine::runner::run(config, rx, mmd::metrics::Metrics::new()).await {
+            Ok(code) => code,
+            Err(e) => {
+                if let Some(fatal) = e.downcast_ref::<mmd::engine::runner::FatalConfig>() {
+                    tracing::error!(event = "config_error", error = %fatal, "refused");
+                    eprintln!("error: {fatal}");
+                    2
+                } else {
+                    tracing::error!(event = "fatal", error = %format!("{e:#}"), "mmd failed");
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
+        }
+    });
+    // Do not wait for lingering tasks (a hung request): the state is settled.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let config = match mmd::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = config.load_credentials() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    print!("{}", config.summary());
+    println!("config OK");
+    ExitCode::SUCCESS
+}
+
+fn health(url: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Ok::<_, String>((status, body))
+    });
+    match outcome {
+        Ok((status, body)) if status.is_success() => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("unhealthy ({status}): {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("cannot reach {url}: {e}");
+            ExitCode::from(1)
+        }
     }
 }

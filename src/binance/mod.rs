@@ -1,1 +1,10 @@
+//! The daemon's Binance edge: wire types, decoding, signing, REST and streams.
+pub mod backoff;
+pub mod decode;
+pub mod market;
+pub mod ratelimit;
+pub mod rest;
 pub mod sign;
+pub mod stream;
+pub mod types;
+pub mod user_stream;

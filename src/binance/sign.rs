@@ -98,6 +98,86 @@ where
     out
 }
 
+/// Ed25519 signer (Binance's recommended key type; required for `session.logon`).
+/// Signatures are base64, as Binance expects them.
+#[derive(Clone)]
+pub struct Ed25519Signer {
+    key: ed25519_dalek::SigningKey,
+}
+
+impl Ed25519Signer {
+    /// Reads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`), the format
+    /// Binance's key generator and `openssl genpkey -algorithm ed25519` produce.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, String> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+            .map(|key| Self { key })
+            .map_err(|e| format!("not an Ed25519 PKCS#8 PEM private key: {e}"))
+    }
+
+    pub fn from_bytes(secret: &[u8; 32]) -> Self {
+        Self {
+            key: ed25519_dalek::SigningKey::from_bytes(secret),
+        }
+    }
+
+    /// Standard base64 (with padding) of the 64-byte signature.
+    pub fn sign_base64(&self, payload: &[u8]) -> String {
+        use base64::Engine;
+        use ed25519_dalek::Signer as _;
+        let sig = self.key.sign(payload);
+        base64::engine::general_purpose::STANDARD.encode(sig.to_bytes())
+    }
+
+    pub fn verify_base64(&self, payload: &[u8], signature_b64: &str) -> bool {
+        use base64::Engine;
+        use ed25519_dalek::Verifier as _;
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(signature_b64) else {
+            return false;
+        };
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
+            return false;
+        };
+        self.key.verifying_key().verify(payload, &sig).is_ok()
+    }
+
+    /// Public key as PKCS#8/SPKI PEM, what the operator registers with Binance.
+    pub fn public_key_pem(&self) -> Result<String, String> {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        self.key
+            .verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Debug for Ed25519Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ed25519Signer(..)")
+    }
+}
+
+/// The key types the daemon signs with.
+#[derive(Clone, Debug)]
+pub enum Signer {
+    Hmac(HmacSigner),
+    Ed25519(Ed25519Signer),
+}
+
+impl Signer {
+    /// The `signature` parameter value: hex for HMAC, base64 for Ed25519.
+    pub fn sign(&self, payload: &[u8]) -> String {
+        match self {
+            Signer::Hmac(s) => s.sign_hex(payload),
+            Signer::Ed25519(s) => s.sign_base64(payload),
+        }
+    }
+
+    pub fn is_ed25519(&self) -> bool {
+        matches!(self, Signer::Ed25519(_))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,750 @@
+//! Binance Spot REST client: signed requests, server-time offset, rate-limit budget.
+//!
+//! Every method returns at once with a [`RestError`] rather than waiting for a
+//! budget or a ban to pass: the event loop decides what to do later, nothing here
+//! sleeps or retries in a loop. The only retry is one re-signed attempt after a
+//! -1021 (timestamp outside recvWindow), right after re-syncing the clock offset.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+
+use super::ratelimit::{Cost, RateLimitStatus, RateLimiter, Refusal, RequestClass};
+use super::sign::{Signer, percent_encode, rest_payload};
+use super::types::{
+    Account, ApiErrorBody, CanceledOpenOrder, ExchangeInfo, ListenKey, MyTrade, OrderResponse,
+    ServerTime, Side,
+};
+
+#[derive(Clone)]
+pub struct RestSettings {
+    /// e.g. `https://api.binance.com` (no trailing slash needed).
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub signer: Option<Signer>,
+    pub recv_window: Duration,
+    /// Per-request timeout (connect + send + full response).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RestSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestSettings")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("signer", &self.signer)
+            .field("recv_window", &self.recv_window)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderType {
+    Limit,
+    LimitMaker,
+    Market,
+}
+
+impl OrderType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderType::Limit => "LIMIT",
+            OrderType::LimitMaker => "LIMIT_MAKER",
+            OrderType::Market => "MARKET",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeInForce {
+    Gtc,
+    Ioc,
+    Fok,
+}
+
+impl TimeInForce {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeInForce::Gtc => "GTC",
+            TimeInForce::Ioc => "IOC",
+            TimeInForce::Fok => "FOK",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespType {
+    Ack,
+    Result,
+    Full,
+}
+
+impl RespType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RespType::Ack => "ACK",
+            RespType::Result => "RESULT",
+            RespType::Full => "FULL",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub symbol: String,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub time_in_force: Option<TimeInForce>,
+    pub qty: Decimal,
+    pub price: Option<Decimal>,
+    pub client_order_id: String,
+    pub resp_type: RespType,
+}
+
+impl NewOrder {
+    /// Request parameters in Binance's documented order (shared with the WS API).
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        let mut p = vec![
+            ("symbol", self.symbol.clone()),
+            ("side", self.side.as_str().to_owned()),
+            ("type", self.order_type.as_str().to_owned()),
+        ];
+        if let Some(tif) = self.time_in_force {
+            p.push(("timeInForce", tif.as_str().to_owned()));
+        }
+        p.push(("quantity", self.qty.normalize().to_string()));
+        if let Some(price) = self.price {
+            p.push(("price", price.normalize().to_string()));
+        }
+        p.push(("newClientOrderId", self.client_order_id.clone()));
+        p.push(("newOrderRespType", self.resp_type.as_str().to_owned()));
+        p
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OrderRef {
+    OrderId(u64),
+    ClientOrderId(String),
+}
+
+impl OrderRef {
+    fn param(&self) -> (&'static str, String) {
+        match self {
+            OrderRef::OrderId(id) => ("orderId", id.to_string()),
+            OrderRef::ClientOrderId(id) => ("origClientOrderId", id.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestError {
+    #[error("Binance API error {code} (HTTP {http_status}): {msg}")]
+    Api {
+        http_status: u16,
+        code: i64,
+        msg: String,
+    },
+    #[error("rate limited by Binance (HTTP 429): no requests for {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    #[error("IP BANNED by Binance (HTTP 418): no REST requests for {retry_after:?}")]
+    IpBanned { retry_after: Duration },
+    #[error("Binance server error (HTTP {http_status})")]
+    Server { http_status: u16 },
+    #[error("request timed out")]
+    Timeout,
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("could not decode the response: {0}")]
+    Decode(String),
+    #[error(
+        "the listen-key endpoints answer 410 Gone (retired on Binance Spot on 2026-02-20): \
+         set [exchange] user_stream = \"ws-api\""
+    )]
+    ListenKeyRetired,
+    #[error("client-side rate budget exhausted: next request possible in {wait:?}")]
+    Throttled { wait: Duration },
+}
+
+impl RestError {
+    /// The request may have reached the matching engine: an order placed or
+    /// canceled this way may or may not exist, and must be resolved by a query.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            RestError::Timeout | RestError::Server { .. } | RestError::Transport(_)
+        )
+    }
+
+    /// Binance's error code, if the server answered with one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            RestError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<Refusal> for RestError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Throttled { wait } => RestError::Throttled { wait },
+            Refusal::RateLimited { retry_after } => RestError::RateLimited { retry_after },
+            Refusal::IpBanned { retry_after } => RestError::IpBanned { retry_after },
+        }
+    }
+}
+
+/// -1021: "Timestamp for this request is outside of the recvWindow."
+const TIMESTAMP_OUTSIDE_RECV_WINDOW: i64 = -1021;
+/// -2011: cancel rejected; on DELETE openOrders it means "nothing to cancel".
+const CANCEL_REJECTED: i64 = -2011;
+/// Binance does not always send Retry-After; a minute is its longest window.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    None,
+    ApiKey,
+    Signed,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: Option<String>,
+    signer: Option<Signer>,
+    recv_window_ms: u64,
+    /// server time - local time, in ms.
+    offset_ms: AtomicI64,
+    limiter: Mutex<RateLimiter>,
+}
+
+/// Cheap to clone; all clones share the connection pool, clock offset and budget.
+#[derive(Clone)]
+pub struct RestClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestClient")
+            .field("base_url", &self.inner.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn local_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn retry_after(h: &HeaderMap) -> Duration {
+    header_u64(h, "retry-after")
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_RETRY_AFTER)
+}
+
+fn cost(weight: u32) -> Cost {
+    Cost {
+        weight,
+        order: false,
+        class: RequestClass::Normal,
+    }
+}
+
+impl RestClient {
+    pub fn new(settings: RestSettings) -> Result<Self, RestError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| RestError::Transport(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base_url: settings.base_url.trim_end_matches('/').to_owned(),
+                api_key: settings.api_key,
+                signer: settings.signer,
+                recv_window_ms: settings.recv_window.as_millis() as u64,
+                offset_ms: AtomicI64::new(0),
+                limiter: Mutex::new(RateLimiter::default()),
+            }),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Current estimate of server time, ms since the epoch.
+    pub fn server_time_ms(&self) -> u64 {
+        (local_ms() + self.inner.offset_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    pub fn time_offset_ms(&self) -> i64 {
+        self.inner.offset_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn rate_limit_status(&self) -> RateLimitStatus {
+        self.inner.limiter.lock().status(self.server_time_ms())
+    }
+
+    /// Adopts exchangeInfo's rate limits (done by [`Self::exchange_info`] too).
+    pub fn apply_rate_limits(&self, info: &ExchangeInfo) {
+        self.inner
+            .limiter
+            .lock()
+            .apply_exchange_limits(&info.rate_limits);
+    }
+
+    pub fn api_key(&self) -> Option<&str> {
+        self.inner.api_key.as_deref()
+    }
+
+    pub fn signer(&self) -> Option<&Signer> {
+        self.inner.signer.as_ref()
+    }
+
+    // ------------------------------------------------------------ endpoints
+
+    pub async fn time(&self) -> Result<ServerTime, RestError> {
+        // Unsigned, so never subject to the -1021 retry in `call`.
+        self.send(Method::GET, "/api/v3/time", Auth::None, cost(1), &[])
+            .await
+    }
+
+    /// Measures the server-time offset and keeps it. The server read its clock
+    /// somewhere inside our round trip; assuming it did so at the very end makes
+    /// our estimate lag by at most one round trip and never run ahead: Binance
+    /// rejects timestamps from the future, while a recvWindow of seconds absorbs
+    /// a lag of milliseconds.
+    pub async fn sync_time(&self) -> Result<i64, RestError> {
+        let t = self.time().await?;
+        let received = local_ms();
+        let offset = t.server_time as i64 - received;
+        self.inner.offset_ms.store(offset, Ordering::Relaxed);
+        Ok(offset)
+    }
+
+    pub async fn exchange_info(&self) -> Result<ExchangeInfo, RestError> {
+        let info: ExchangeInfo = self
+            .call(
+                Method::GET,
+                "/api/v3/exchangeInfo",
+                Auth::None,
+                cost(20),
+                &[],
+            )
+            .await?;
+        self.apply_rate_limits(&info);
+        Ok(info)
+    }
+
+    pub async fn account(&self) -> Result<Account, RestError> {
+        self.call(Method::GET, "/api/v3/account", Auth::Signed, cost(20), &[])
+            .await
+    }
+
+    pub async fn open_orders(&self, symbol: Option<&str>) -> Result<Vec<OrderResponse>, RestError> {
+        let mut params = Vec::new();
+        if let Some(s) = symbol {
+            params.push(("symbol", s.to_owned()));
+        }
+        let weight = if symbol.is_some() { 6 } else { 80 };
+        self.call(
+            Method::GET,
+            "/api/v3/openOrders",
+            Auth::Signed,
+            cost(weight),
+            &params,
+        )
+        .await
+    }
+
+    pub async fn place_order(&self, order: &NewOrder) -> Result<OrderResponse, RestError> {
+        let c = Cost {
+            weight: 1,
+            order: true,
+            class: RequestClass::Normal,
+        };
+        self.call(
+            Method::POST,
+            "/api/v3/order",
+            Auth::Signed,
+            c,
+            &order.params(),
+        )
+        .await
+    }
+
+    pub async fn cancel_order(
+        &self,
+        symbol: &str,
+        order: &OrderRef,
+    ) -> Result<OrderResponse, RestError> {
+        let params = [("symbol", symbol.to_owned()), order.param()];
+        self.call(
+            Method::DELETE,
+            "/api/v3/order",
+            Auth::Signed,
+            cancel_cost(),
+            &params,
+        )
+        .await
+    }
+
+    /// Cancels every open order of `symbol`. Binance answers -2011 when there is
+    /// nothing to cancel; that is reported as an empty list.
+    pub async fn cancel_open_orders(
+        &self,
+        symbol: &str,
+    ) -> Result<Vec<CanceledOpenOrder>, RestError> {
+        let params = [("symbol", symbol.to_owned())];
+        match self
+            .call(
+                Method::DELETE,
+                "/api/v3/openOrders",
+                Auth::Signed,
+                cancel_cost(),
+                &params,
+            )
+            .await
+        {
+            Err(RestError::Api {
+                code: CANCEL_REJECTED,
+                ..
+            }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    pub async fn query_order(
+        &self,
+        symbol: &str,
+        order: &OrderRef,
+    ) -> Result<OrderResponse, RestError> {
+        let params = [("symbol", symbol.to_owned()), order.param()];
+        self.call(Method::GET, "/api/v3/order", Auth::Signed, cost(4), &params)
+            .await
+    }
+
+    /// Trades of `symbol` with id >= `from_id` (oldest first), at most `limit` (≤ 1000).
+    pub async fn my_trades(
+        &self,
+        symbol: &str,
+        from_id: Option<i64>,
+        limit: u16,
+    ) -> Result<Vec<MyTrade>, RestError> {
+        let mut params = vec![("symbol", symbol.to_owned())];
+        if let Some(id) = from_id {
+            params.push(("fromId", id.to_string()));
+        }
+        params.push(("limit", limit.clamp(1, 1000).to_string()));
+        self.call(
+            Method::GET,
+            "/api/v3/myTrades",
+            Auth::Signed,
+            cost(20),
+            &params,
+        )
+        .await
+    }
+
+    pub async fn create_listen_key(&self) -> Result<String, RestError> {
+        let k: ListenKey = self
+            .call(
+                Method::POST,
+                "/api/v3/userDataStream",
+                Auth::ApiKey,
+                cost(2),
+                &[],
+            )
+            .await?;
+        Ok(k.listen_key)
+    }
+
+    pub async fn keepalive_listen_key(&self, key: &str) -> Result<(), RestError> {
+        let _: serde::de::IgnoredAny = self
+            .call(
+                Method::PUT,
+                "/api/v3/userDataStream",
+                Auth::ApiKey,
+                cost(2),
+                &[("listenKey", key.to_owned())],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_listen_key(&self, key: &str) -> Result<(), RestError> {
+        let c = Cost {
+            weight: 2,
+            order: false,
+            class: RequestClass::Cancel,
+        };
+        let _: serde::de::IgnoredAny = self
+            .call(
+                Method::DELETE,
+                "/api/v3/userDataStream",
+                Auth::ApiKey,
+                c,
+                &[("listenKey", key.to_owned())],
+            )
+            .await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ machinery
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth,
+        cost: Cost,
+        params: &[(&str, String)],
+    ) -> Result<T, RestError> {
+        match self.send(method.clone(), path, auth, cost, params).await {
+            Err(RestError::Api {
+                code: TIMESTAMP_OUTSIDE_RECV_WINDOW,
+                ..
+            }) if auth == Auth::Signed => {
+                tracing::warn!(
+                    path,
+                    offset_ms = self.time_offset_ms(),
+                    "timestamp outside recvWindow (-1021): re-syncing server time and retrying once"
+                );
+                self.sync_time().await?;
+                self.send(method, path, auth, cost, params).await
+            }
+            other => other,
+        }
+    }
+
+    fn query_string(&self, auth: Auth, params: &[(&str, String)]) -> Result<String, RestError> {
+        let mut query = rest_payload(params.iter().map(|(k, v)| (*k, v.as_str())));
+        if auth == Auth::Signed {
+            let signer = self.inner.signer.as_ref().ok_or_else(|| {
+                RestError::Transport("signed endpoint called without an API secret/key".into())
+            })?;
+            if !query.is_empty() {
+                query.push('&');
+            }
+            use std::fmt::Write;
+            let _ = write!(
+                query,
+                "recvWindow={}&timestamp={}",
+                self.inner.recv_window_ms,
+                self.server_time_ms()
+            );
+            // The signature covers the percent-encoded payload (Binance since
+            // 2026-01-15); base64 Ed25519 signatures need encoding themselves.
+            let signature = signer.sign(query.as_bytes());
+            let _ = write!(query, "&signature={}", percent_encode(&signature));
+        }
+        Ok(query)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth,
+        cost: Cost,
+        params: &[(&str, String)],
+    ) -> Result<T, RestError> {
+        self.inner
+            .limiter
+            .lock()
+            .try_acquire(cost, self.server_time_ms())?;
+        let query = self.query_string(auth, params)?;
+        let mut url = format!("{}{}", self.inner.base_url, path);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query);
+        }
+        let mut req = self.inner.http.request(method, &url);
+        if auth != Auth::None {
+            let key = self.inner.api_key.as_deref().ok_or_else(|| {
+                RestError::Transport("endpoint needs an API key but none is configured".into())
+            })?;
+            req = req.header("X-MBX-APIKEY", key);
+        }
+        let started = Instant::now();
+        let resp = req.send().await.map_err(|e| transport_error(&e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let now = self.server_time_ms();
+        self.inner.limiter.lock().observe_headers(
+            now,
+            header_u64(&headers, "x-mbx-used-weight-1m"),
+            header_u64(&headers, "x-mbx-order-count-10s"),
+            header_u64(&headers, "x-mbx-order-count-1d"),
+        );
+        let body = resp.bytes().await.map_err(|e| transport_error(&e))?;
+        tracing::trace!(path, status, elapsed = ?started.elapsed(), "REST response");
+        match status {
+            200..=299 => serde_json::from_slice(&body).map_err(|e| {
+                RestError::Decode(format!(
+                    "{path}: {e}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                ))
+            }),
+            418 => {
+                let wait = retry_after(&headers);
+                self.inner.limiter.lock().on_banned(now, wait);
+                tracing::error!(
+                    path,
+                    retry_after = ?wait,
+                    "IP BANNED by Binance (HTTP 418): all REST requests stop until the ban ends; \
+                     nothing is canceled blindly"
+                );
+                Err(RestError::IpBanned { retry_after: wait })
+            }
+            429 => {
+                let wait = retry_after(&headers);
+                self.inner.limiter.lock().on_rate_limited(now, wait);
+                tracing::error!(path, retry_after = ?wait, "rate limited by Binance (HTTP 429): pausing REST");
+                Err(RestError::RateLimited { retry_after: wait })
+            }
+            410 if path.contains("userDataStream") => {
+                tracing::error!("{}", RestError::ListenKeyRetired);
+                Err(RestError::ListenKeyRetired)
+            }
+            500..=599 => Err(RestError::Server {
+                http_status: status,
+            }),
+            _ => Err(match serde_json::from_slice::<ApiErrorBody>(&body) {
+                Ok(e) => RestError::Api {
+                    http_status: status,
+                    code: e.code,
+                    msg: e.msg,
+                },
+                Err(_) => RestError::Api {
+                    http_status: status,
+                    code: 0,
+                    msg: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                },
+            }),
+        }
+    }
+}
+
+fn cancel_cost() -> Cost {
+    Cost {
+        weight: 1,
+        order: false,
+        class: RequestClass::Cancel,
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> RestError {
+    if e.is_timeout() {
+        RestError::Timeout
+    } else {
+        // The URL carries the signed query; keep it out of logs and errors.
+        RestError::Transport(e.without_url_string())
+    }
+}
+
+trait WithoutUrl {
+    fn without_url_string(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_string(&self) -> String {
+        use std::error::Error;
+        let mut msg = String::new();
+        let mut src: Option<&dyn Error> = self.source();
+        if self.is_connect() {
+            msg.push_str("connect: ");
+        }
+        while let Some(s) = src {
+            if !msg.is_empty() && !msg.ends_with(": ") {
+                msg.push_str(": ");
+            }
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        if msg.is_empty() {
+            msg = "request failed".into();
+        }
+        msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn new_order_params_are_normalized_and_ordered() {
+        let o = NewOrder {
+            symbol: "BTCUSDT".into(),
+            side: Side::Buy,
+            order_type: OrderType::LimitMaker,
+            time_in_force: None,
+            qty: dec!(0.00100000),
+            price: Some(dec!(65000.10)),
+            client_order_id: "mmd-BTCUSDT-1".into(),
+            resp_type: RespType::Result,
+        };
+        let p: Vec<String> = o.params().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            p.join("&"),
+            "symbol=BTCUSDT&side=BUY&type=LIMIT_MAKER&quantity=0.001&price=65000.1&newClientOrderId=mmd-BTCUSDT-1&newOrderRespType=RESULT"
+        );
+    }
+
+    #[test]
+    fn outcome_unknown_only_when_the_request_may_have_landed() {
+        assert!(RestError::Timeout.outcome_unknown());
+        assert!(RestError::Server { http_status: 503 }.outcome_unknown());
+        assert!(RestError::Transport("reset".into()).outcome_unknown());
+        assert!(
+            !RestError::Api {
+                http_status: 400,
+                code: -2010,
+                msg: String::new()
+            }
+            .outcome_unknown()
+        );
+        assert!(
+            !RestError::Throttled {
+                wait: Duration::from_secs(1)
+            }
+            .outcome_unknown()
+        );
+        assert!(RestError::ListenKeyRetired.to_string().contains("ws-api"));
+    }
+
+    #[test]
+    fn settings_debug_hides_the_key() {
+        let s = RestSettings {
+            base_url: "http://x".into(),
+            api_key: Some("SECRETKEY".into()),
+            signer: Some(Signer::Hmac(super::super::sign::HmacSigner::new(b"s3cr3t"))),
+            recv_window: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        };
+        let d = format!("{s:?}");
+        assert!(!d.contains("SECRETKEY") && !d.contains("s3cr3t"), "{d}");
+    }
+}

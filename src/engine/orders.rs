@@ -1,0 +1,766 @@
+//! The per-order state machine and the book of our orders.
+//!
+//! All transitions live in one table, [`transition`]. Both the REST side (placement,
+//! cancel and query responses) and the stream side (executionReport) drive it, in
+//! whatever order they arrive: terminal states absorb everything, a stale `NEW` after
+//! a fill is ignored, and duplicates change nothing. Fill quantities are not counted
+//! here but by trade id in the engine, so a fill delivered twice (stream + REST, or a
+//! duplicated frame) is counted once whatever the order state says.
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+
+use crate::binance::types::{OrderStatus, Side};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderState {
+    /// Sent, no answer yet.
+    PendingNew,
+    New,
+    PartiallyFilled,
+    Filled,
+    /// We asked to cancel, no answer yet (or the answer was inconclusive: query pending).
+    PendingCancel,
+    Canceled,
+    Rejected,
+    Expired,
+    /// Placement timed out or failed with 5xx: the order may or may not exist. Resolved
+    /// by querying by client order id, never by placing again.
+    Unknown,
+}
+
+impl OrderState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            OrderState::Filled | OrderState::Canceled | OrderState::Rejected | OrderState::Expired
+        )
+    }
+
+    /// May be resting on the book (so counts against quotes and must be cancelled at stop).
+    pub fn may_be_open(self) -> bool {
+        !self.is_terminal()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::PendingNew => "PENDING_NEW",
+            OrderState::New => "NEW",
+            OrderState::PartiallyFilled => "PARTIALLY_FILLED",
+            OrderState::Filled => "FILLED",
+            OrderState::PendingCancel => "PENDING_CANCEL",
+            OrderState::Canceled => "CANCELED",
+            OrderState::Rejected => "REJECTED",
+            OrderState::Expired => "EXPIRED",
+            OrderState::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// What happened to an order, from either side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// The exchange says the order rests (NEW).
+    Accepted,
+    PartiallyFilled,
+    Filled,
+    Canceled,
+    Rejected,
+    Expired,
+    /// We sent a cancel request.
+    CancelSent,
+    /// Placement outcome unknown (timeout, 5xx, transport error after sending).
+    PlaceOutcomeUnknown,
+    /// A cancel came back -2011 or without a conclusive answer: a query decides.
+    CancelInconclusive,
+    /// A query by client order id says the exchange never saw this order.
+    NotFound,
+}
+
+impl Trigger {
+    pub fn from_status(s: OrderStatus) -> Option<Trigger> {
+        Some(match s {
+            OrderStatus::New | OrderStatus::PendingNew => Trigger::Accepted,
+            OrderStatus::PartiallyFilled => Trigger::PartiallyFilled,
+            OrderStatus::Filled => Trigger::Filled,
+            OrderStatus::Canceled => Trigger::Canceled,
+            OrderStatus::Rejected => Trigger::Rejected,
+            OrderStatus::Expired | OrderStatus::ExpiredInMatch => Trigger::Expired,
+            // The exchange is still deciding; nothing to learn.
+            OrderStatus::PendingCancel | OrderStatus::Unknown => return None,
+        })
+    }
+
+    /// Whether this trigger reports the exchange's view (as opposed to our own actions).
+    pub fn is_exchange_status(self) -> bool {
+        !matches!(
+            self,
+            Trigger::CancelSent | Trigger::PlaceOutcomeUnknown | Trigger::CancelInconclusive
+        )
+    }
+}
+
+/// The transition table. `None` means "ignore": a duplicate, a stale event arriving after
+/// a later one, or anything after a terminal state.
+pub fn transition(from: OrderState, trigger: Trigger) -> Option<OrderState> {
+    use OrderState as S;
+    use Trigger as T;
+    let to = match (from, trigger) {
+        // Terminal states absorb everything: the exchange never revives an order.
+        (S::Filled | S::Canceled | S::Rejected | S::Expired, _) => return None,
+
+        (S::PendingNew, T::Accepted) => S::New,
+        (S::PendingNew, T::PartiallyFilled) => S::PartiallyFilled,
+        (S::PendingNew, T::Filled) => S::Filled,
+        (S::PendingNew, T::Canceled) => S::Canceled,
+        (S::PendingNew, T::Rejected) => S::Rejected,
+        (S::PendingNew, T::Expired) => S::Expired,
+        (S::PendingNew, T::CancelSent) => S::PendingCancel,
+        (S::PendingNew, T::PlaceOutcomeUnknown) => S::Unknown,
+        (S::PendingNew, T::CancelInconclusive) => return None,
+        (S::PendingNew, T::NotFound) => S::Rejected,
+
+        (S::Unknown, T::Accepted) => S::New,
+        (S::Unknown, T::PartiallyFilled) => S::PartiallyFilled,
+        (S::Unknown, T::Filled) => S::Filled,
+        (S::Unknown, T::Canceled) => S::Canceled,
+        (S::Unknown, T::Rejected) => S::Rejected,
+        (S::Unknown, T::Expired) => S::Expired,
+        // Cancel by client order id works whether or not the order exists.
+        (S::Unknown, T::CancelSent) => S::PendingCancel,
+        (S::Unknown, T::PlaceOutcomeUnknown | T::CancelInconclusive) => return None,
+        (S::Unknown, T::NotFound) => S::Rejected,
+
+        (S::New, T::Accepted) => return None,
+        (S::New, T::PartiallyFilled) => S::PartiallyFilled,
+        (S::New, T::Filled) => S::Filled,
+        (S::New, T::Canceled) => S::Canceled,
+        (S::New, T::Rejected) => S::Rejected,
+        (S::New, T::Expired) => S::Expired,
+        (S::New, T::CancelSent) => S::PendingCancel,
+        (S::New, T::PlaceOutcomeUnknown | T::CancelInconclusive | T::NotFound) => return None,
+
+        // A NEW after a partial fill is stale.
+        (S::PartiallyFilled, T::Accepted | T::PartiallyFilled) => return None,
+        (S::PartiallyFilled, T::Filled) => S::Filled,
+        (S::PartiallyFilled, T::Canceled) => S::Canceled,
+        (S::PartiallyFilled, T::Rejected) => return None,
+        (S::PartiallyFilled, T::Expired) => S::Expired,
+        (S::PartiallyFilled, T::CancelSent) => S::PendingCancel,
+        (S::PartiallyFilled, T::PlaceOutcomeUnknown | T::CancelInconclusive | T::NotFound) => {
+            return None;
+        }
+
+        // While a cancel is in flight, fills may still happen; only a final status ends it.
+        (S::PendingCancel, T::Accepted | T::PartiallyFilled) => return None,
+        (S::PendingCancel, T::Filled) => S::Filled,
+        (S::PendingCancel, T::Canceled) => S::Canceled,
+        (S::PendingCancel, T::Rejected) => S::Rejected,
+        (S::PendingCancel, T::Expired) => S::Expired,
+        (S::PendingCancel, T::CancelSent | T::PlaceOutcomeUnknown | T::CancelInconclusive) => {
+            return None;
+        }
+        (S::PendingCancel, T::NotFound) => S::Rejected,
+    };
+    Some(to)
+}
+
+/// One of our orders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub client_id: String,
+    pub symbol: String,
+    pub side: Side,
+    pub price: Decimal,
+    pub qty: Decimal,
+    pub level: u32,
+    /// Daemon-local handle given to the strategy/diff.
+    pub handle: u64,
+    pub order_id: Option<u64>,
+    pub state: OrderState,
+    /// Cumulative filled quantity (the largest `z` / executedQty seen).
+    pub cum_qty: Decimal,
+    pub placed_ms: u64,
+    /// The REST side (placement/cancel/query response, or a resync) reported a final state.
+    pub final_by_rest: bool,
+    /// The user stream reported a final state.
+    pub final_by_stream: bool,
+    /// When the order became terminal (for the linger before it is forgotten).
+    pub terminal_since_ms: Option<u64>,
+    /// A query by client order id is in flight.
+    pub query_in_flight: bool,
+    /// A cancel request is in flight.
+    pub cancel_in_flight: bool,
+    /// A query is due (Unknown placement, inconclusive cancel, missing from openOrders).
+    pub query_due: bool,
+    /// Earliest time the next query may be sent (queries are paced, never in a tight loop).
+    pub next_query_ms: u64,
+    pub not_found_count: u32,
+    /// executionReport ids already applied (duplicate frames are dropped early).
+    seen_exec_ids: Vec<u64>,
+}
+
+/// Which side a report came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Rest,
+    Stream,
+}
+
+/// What an update changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub from: OrderState,
+    pub to: OrderState,
+}
+
+impl Applied {
+    pub fn changed(&self) -> bool {
+        self.from != self.to
+    }
+}
+
+impl Order {
+    pub fn new(
+        client_id: String,
+        symbol: String,
+        side: Side,
+        price: Decimal,
+        qty: Decimal,
+        level: u32,
+        handle: u64,
+        now_ms: u64,
+    ) -> Self {
+        Order {
+            client_id,
+            symbol,
+            side,
+            price,
+            qty,
+            level,
+            handle,
+            order_id: None,
+            state: OrderState::PendingNew,
+            cum_qty: Decimal::ZERO,
+            placed_ms: now_ms,
+            final_by_rest: false,
+            final_by_stream: false,
+            terminal_since_ms: None,
+            query_in_flight: false,
+            cancel_in_flight: false,
+            query_due: false,
+            next_query_ms: 0,
+            not_found_count: 0,
+            seen_exec_ids: Vec::new(),
+        }
+    }
+
+    pub fn remaining(&self) -> Decimal {
+        (self.qty - self.cum_qty).max(Decimal::ZERO)
+    }
+
+    /// Applies a trigger through the table; records which side reported a final state and
+    /// the cumulative quantity. Returns what changed.
+    pub fn apply(
+        &mut self,
+        trigger: Trigger,
+        source: Source,
+        cum_qty: Option<Decimal>,
+        now_ms: u64,
+    ) -> Applied {
+        let from = self.state;
+        if let Some(z) = cum_qty
+            && z > self.cum_qty
+        {
+            self.cum_qty = z;
+        }
+        if let Some(to) = transition(from, trigger) {
+            self.state = to;
+        }
+        if self.state.is_terminal() && trigger.is_exchange_status() {
+            // Only a report of the exchange's own final status counts as that side agreeing.
+            let reported_final = matches!(
+                trigger,
+                Trigger::Filled
+                    | Trigger::Canceled
+                    | Trigger::Rejected
+                    | Trigger::Expired
+                    | Trigger::NotFound
+            );
+            if reported_final {
+                match source {
+                    Source::Rest => self.final_by_rest = true,
+                    Source::Stream => self.final_by_stream = true,
+                }
+            }
+        }
+        if self.state.is_terminal() && self.terminal_since_ms.is_none() {
+            self.terminal_since_ms = Some(now_ms);
+        }
+        Applied {
+            from,
+            to: self.state,
+        }
+    }
+
+    /// Records an execution id; false if it was seen already (a duplicate frame).
+    pub fn first_sight_of_exec(&mut self, exec_id: u64) -> bool {
+        if self.seen_exec_ids.contains(&exec_id) {
+            return false;
+        }
+        self.seen_exec_ids.push(exec_id);
+        true
+    }
+
+    /// Forgotten once both sides agree it is finished, or (when one side will never say so,
+    /// e.g. the stream was down and a resync settled it) after `linger_ms` in a final state.
+    pub fn can_forget(&self, now_ms: u64, linger_ms: u64) -> bool {
+        match self.terminal_since_ms {
+            None => false,
+            Some(since) => {
+                (self.final_by_rest && self.final_by_stream)
+                    || now_ms.saturating_sub(since) >= linger_ms
+            }
+        }
+    }
+}
+
+/// All our orders, by client order id.
+#[derive(Debug, Default)]
+pub struct OrderBook {
+    orders: HashMap<String, Order>,
+    by_exchange_id: HashMap<(String, u64), String>,
+}
+
+impl OrderBook {
+    pub fn insert(&mut self, order: Order) {
+        if let Some(id) = order.order_id {
+            self.by_exchange_id
+                .insert((order.symbol.clone(), id), order.client_id.clone());
+        }
+        self.orders.insert(order.client_id.clone(), order);
+    }
+
+    pub fn get(&self, client_id: &str) -> Option<&Order> {
+        self.orders.get(client_id)
+    }
+
+    pub fn get_mut(&mut self, client_id: &str) -> Option<&mut Order> {
+        self.orders.get_mut(client_id)
+    }
+
+    /// Records the exchange's order id (first answer from either side).
+    pub fn set_exchange_id(&mut self, client_id: &str, order_id: u64) {
+        if let Some(o) = self.orders.get_mut(client_id)
+            && o.order_id.is_none()
+        {
+            o.order_id = Some(order_id);
+            self.by_exchange_id
+                .insert((o.symbol.clone(), order_id), client_id.to_owned());
+        }
+    }
+
+    pub fn client_id_of(&self, symbol: &str, order_id: u64) -> Option<&str> {
+        self.by_exchange_id
+            .get(&(symbol.to_owned(), order_id))
+            .map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Order> {
+        self.orders.values()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Order> {
+        self.orders.values_mut()
+    }
+
+    pub fn of_symbol<'a>(&'a self, symbol: &'a str) -> impl Iterator<Item = &'a Order> + 'a {
+        self.orders.values().filter(move |o| o.symbol == symbol)
+    }
+
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    /// Drops orders both sides agree are finished (or that lingered long enough).
+    pub fn forget_finished(&mut self, now_ms: u64, linger_ms: u64) -> Vec<Order> {
+        let gone: Vec<String> = self
+            .orders
+            .values()
+            .filter(|o| o.can_forget(now_ms, linger_ms))
+            .map(|o| o.client_id.clone())
+            .collect();
+        let mut out = Vec::with_capacity(gone.len());
+        for id in gone {
+            if let Some(o) = self.orders.remove(&id) {
+                if let Some(oid) = o.order_id {
+                    self.by_exchange_id.remove(&(o.symbol.clone(), oid));
+                }
+                out.push(o);
+            }
+        }
+        out
+    }
+}
+
+/// Client order ids: `<prefix>-<symbol>-<run>-<seq>`, e.g. `mmd-BTCUSDT-k3x9q-42`.
+/// The run id is random per process start, so ids never repeat across restarts; the
+/// prefix tells our orders from anyone else's on the same account. ≤ 36 characters of
+/// Binance's charset `[A-Za-z0-9_-]`, checked at construction.
+#[derive(Debug, Clone)]
+pub struct ClientIdGen {
+    prefix: String,
+    run: String,
+    seq: u64,
+}
+
+pub const MAX_CLIENT_ID_LEN: usize = 36;
+
+impl ClientIdGen {
+    pub fn new(prefix: &str, run: &str) -> Self {
+        ClientIdGen {
+            prefix: prefix.to_owned(),
+            run: run.to_owned(),
+            seq: 0,
+        }
+    }
+
+    /// A fresh run id: 6 base-36 characters.
+    pub fn random_run_id() -> String {
+        use rand::RngExt;
+        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut rng = rand::rng();
+        (0..6)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    }
+
+    pub fn next(&mut self, symbol: &str) -> String {
+        self.seq += 1;
+        let seq = base36(self.seq);
+        // The symbol part shrinks if it must; prefix, run and sequence keep the id unique.
+        let fixed = self.prefix.len() + self.run.len() + seq.len() + 3;
+        let room = MAX_CLIENT_ID_LEN.saturating_sub(fixed);
+        let sym: String = symbol
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(room)
+            .collect();
+        let id = format!("{}-{}-{}-{}", self.prefix, sym, self.run, seq);
+        debug_assert!(is_valid_client_id(&id), "{id}");
+        id
+    }
+
+    /// Whether a client order id was made by a daemon with this prefix (any run).
+    pub fn is_ours(prefix: &str, client_id: &str) -> bool {
+        client_id
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('-'))
+    }
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+pub fn is_valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_CLIENT_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OrderState as S;
+    use Trigger as T;
+
+    const ALL_STATES: [OrderState; 9] = [
+        S::PendingNew,
+        S::New,
+        S::PartiallyFilled,
+        S::Filled,
+        S::PendingCancel,
+        S::Canceled,
+        S::Rejected,
+        S::Expired,
+        S::Unknown,
+    ];
+    const ALL_TRIGGERS: [Trigger; 10] = [
+        T::Accepted,
+        T::PartiallyFilled,
+        T::Filled,
+        T::Canceled,
+        T::Rejected,
+        T::Expired,
+        T::CancelSent,
+        T::PlaceOutcomeUnknown,
+        T::CancelInconclusive,
+        T::NotFound,
+    ];
+
+    #[test]
+    fn terminal_states_absorb_everything() {
+        for s in ALL_STATES.iter().filter(|s| s.is_terminal()) {
+            for t in ALL_TRIGGERS {
+                assert_eq!(transition(*s, t), None, "{s:?} + {t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_exchange_final_status_is_reachable_from_every_live_state() {
+        for s in ALL_STATES.iter().filter(|s| !s.is_terminal()) {
+            assert_eq!(transition(*s, T::Filled), Some(S::Filled), "{s:?}");
+            assert_eq!(transition(*s, T::Canceled), Some(S::Canceled), "{s:?}");
+            assert_eq!(transition(*s, T::Expired), Some(S::Expired), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn no_transition_ever_goes_back_to_pending_new_or_unknown_from_a_known_state() {
+        for s in ALL_STATES {
+            for t in ALL_TRIGGERS {
+                if let Some(to) = transition(s, t) {
+                    assert_ne!(to, S::PendingNew);
+                    if to == S::Unknown {
+                        assert_eq!(s, S::PendingNew, "{s:?} + {t:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_happy_path() {
+        let mut o = order();
+        o.apply(T::Accepted, Source::Rest, Some(Decimal::ZERO), 1);
+        assert_eq!(o.state, S::New);
+        o.apply(
+            T::PartiallyFilled,
+            Source::Stream,
+            Some(Decimal::new(4, 1)),
+            2,
+        );
+        assert_eq!(o.state, S::PartiallyFilled);
+        o.apply(T::Filled, Source::Stream, Some(Decimal::ONE), 3);
+        assert_eq!(o.state, S::Filled);
+        assert!(o.final_by_stream && !o.final_by_rest);
+        assert!(!o.can_forget(4, 60_000), "REST has not confirmed yet");
+        assert!(o.can_forget(3 + 60_000, 60_000), "lingered long enough");
+        o.apply(T::Filled, Source::Rest, Some(Decimal::ONE), 5);
+        assert!(o.can_forget(5, 60_000));
+    }
+
+    #[test]
+    fn timeout_then_query_resolves_without_replacing() {
+        let mut o = order();
+        o.apply(T::PlaceOutcomeUnknown, Source::Rest, None, 1);
+        assert_eq!(o.state, S::Unknown);
+        o.apply(T::Accepted, Source::Rest, Some(Decimal::ZERO), 2);
+        assert_eq!(o.state, S::New);
+        let mut o = order();
+        o.apply(T::PlaceOutcomeUnknown, Source::Rest, None, 1);
+        o.apply(T::NotFound, Source::Rest, None, 2);
+        assert_eq!(o.state, S::Rejected);
+        assert!(o.final_by_rest);
+    }
+
+    #[test]
+    fn cancel_unknown_order_waits_for_the_query() {
+        let mut o = order();
+        o.apply(T::Accepted, Source::Stream, None, 1);
+        o.apply(T::CancelSent, Source::Rest, None, 2);
+        o.apply(T::CancelInconclusive, Source::Rest, None, 3);
+        assert_eq!(o.state, S::PendingCancel, "-2011 proves nothing by itself");
+        o.apply(T::Filled, Source::Rest, Some(Decimal::ONE), 4);
+        assert_eq!(o.state, S::Filled, "the query found it filled");
+    }
+
+    #[test]
+    fn out_of_order_cancel_before_new() {
+        let mut o = order();
+        o.apply(T::Canceled, Source::Stream, None, 1);
+        o.apply(T::Accepted, Source::Stream, None, 2);
+        assert_eq!(o.state, S::Canceled);
+    }
+
+    #[test]
+    fn client_ids_fit_binance_rules_and_are_recognisable() {
+        let mut g = ClientIdGen::new("mmdprefx", &ClientIdGen::random_run_id());
+        let a = g.next("BTCUSDT");
+        let b = g.next("BTCUSDT");
+        assert_ne!(a, b);
+        for _ in 0..1000 {
+            g.next("X");
+        }
+        g.seq = u64::MAX - 1;
+        let long = g.next("VERYLONGSYMBOLNAME20");
+        assert!(is_valid_client_id(&long), "{long} ({} chars)", long.len());
+        assert!(ClientIdGen::is_ours("mmdprefx", &a));
+        assert!(a.contains("BTCUSDT"), "{a}");
+        assert!(!ClientIdGen::is_ours("mmd", "mmdx-BTC-1"));
+        assert!(!ClientIdGen::is_ours("mmd", "web_123"));
+        assert_ne!(ClientIdGen::random_run_id(), ClientIdGen::random_run_id());
+    }
+
+    fn order() -> Order {
+        Order::new(
+            "mmd-BTCUSDT-abc-1".into(),
+            "BTCUSDT".into(),
+            Side::Buy,
+            Decimal::new(100, 0),
+            Decimal::ONE,
+            0,
+            1,
+            0,
+        )
+    }
+
+    mod properties {
+        use super::*;
+        use crate::engine::reconcile::TradeDedup;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        struct Ev {
+            trigger: Trigger,
+            source: Source,
+            z: Decimal,
+            exec_id: Option<u64>,
+            trade: Option<(i64, Decimal)>,
+        }
+
+        /// A valid life of one order: NEW, some trades, then FILLED or CANCELED, as the
+        /// stream reports it, plus the REST placement answer and possibly our cancel.
+        fn life() -> impl Strategy<Value = (Vec<Ev>, OrderState, Decimal, Decimal)> {
+            (
+                prop::collection::vec(1u32..50, 0..5),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(|(parts, fully, with_cancel)| {
+                    let qty_total: u32 = parts.iter().sum::<u32>() + if fully { 0 } else { 7 };
+                    let mut evs = vec![
+                        Ev {
+                            trigger: Trigger::Accepted,
+                            source: Source::Rest,
+                            z: Decimal::ZERO,
+                            exec_id: None,
+                            trade: None,
+                        },
+                        Ev {
+                            trigger: Trigger::Accepted,
+                            source: Source::Stream,
+                            z: Decimal::ZERO,
+                            exec_id: Some(1),
+                            trade: None,
+                        },
+                    ];
+                    let mut z = 0u32;
+                    for (i, p) in parts.iter().enumerate() {
+                        z += p;
+                        let last = i + 1 == parts.len();
+                        evs.push(Ev {
+                            trigger: if last && fully {
+                                Trigger::Filled
+                            } else {
+                                Trigger::PartiallyFilled
+                            },
+                            source: Source::Stream,
+                            z: Decimal::from(z),
+                            exec_id: Some(10 + i as u64),
+                            trade: Some((1000 + i as i64, Decimal::from(*p))),
+                        });
+                    }
+                    let end = if fully && !parts.is_empty() {
+                        OrderState::Filled
+                    } else {
+                        evs.push(Ev {
+                            trigger: Trigger::Canceled,
+                            source: Source::Stream,
+                            z: Decimal::from(z),
+                            exec_id: Some(99),
+                            trade: None,
+                        });
+                        if with_cancel {
+                            evs.push(Ev {
+                                trigger: Trigger::Canceled,
+                                source: Source::Rest,
+                                z: Decimal::from(z),
+                                exec_id: None,
+                                trade: None,
+                            });
+                        }
+                        OrderState::Canceled
+                    };
+                    let _ = qty_total;
+                    (evs, end, Decimal::from(z), Decimal::from(z))
+                })
+        }
+
+        fn shuffled_with_duplicates()
+        -> impl Strategy<Value = (Vec<Ev>, OrderState, Decimal, Decimal)> {
+            life().prop_flat_map(|(evs, end, cum, traded)| {
+                let n = evs.len();
+                (
+                    prop::collection::vec(0..n, 0..n + 3),
+                    Just(evs),
+                    Just(end),
+                    Just(cum),
+                    Just(traded),
+                )
+                    .prop_flat_map(|(dups, evs, end, cum, traded)| {
+                        let mut all = evs.clone();
+                        all.extend(dups.iter().map(|&i| evs[i].clone()));
+                        (Just(all).prop_shuffle(), Just(end), Just(cum), Just(traded))
+                    })
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_order_of_delivery_ends_the_same_and_counts_each_trade_once(
+                (evs, end, cum, traded) in shuffled_with_duplicates(),
+                cancel_at in 0usize..8,
+            ) {
+                let mut o = order();
+                let mut dedup = TradeDedup::default();
+                let mut counted = Decimal::ZERO;
+                for (i, e) in evs.iter().enumerate() {
+                    if i == cancel_at {
+                        o.apply(Trigger::CancelSent, Source::Rest, None, i as u64);
+                    }
+                    if let Some(x) = e.exec_id && !o.first_sight_of_exec(x) {
+                        continue;
+                    }
+                    if let Some((t, q)) = e.trade && dedup.first_sight(&o.symbol, t) {
+                        counted += q;
+                    }
+                    o.apply(e.trigger, e.source, Some(e.z), i as u64);
+                }
+                prop_assert_eq!(o.state, end);
+                prop_assert_eq!(o.cum_qty, cum);
+                prop_assert_eq!(counted, traded);
+                prop_assert!(o.final_by_stream);
+            }
+        }
+    }
+}

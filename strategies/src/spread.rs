@@ -1,0 +1,608 @@
+//! `spread`: symmetric-spread market making after Hummingbot's "pure market making".
+//!
+//! Bids and asks at fixed spreads from a reference price, in `levels` layers, with Hummingbot's
+//! inventory skew (sizes scale 0..2× with the base share of the portfolio), an optional price
+//! skew, price ceiling/floor, a per-side pause after a fill and ping-pong.
+
+use crate::params::{self, Check};
+use crate::quantize::finalize;
+use crate::{
+    Balances, Context, Decimal, DesiredQuotes, Fill, MarketSnapshot, Quote, RefreshPolicy, Side,
+    Strategy, StrategyError, bps,
+};
+use serde::Deserialize;
+
+pub const NAME: &str = "spread";
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceSource {
+    #[default]
+    Mid,
+    Last,
+    /// Size-weighted mid.
+    Microprice,
+    BestBid,
+    BestAsk,
+}
+
+impl PriceSource {
+    pub fn price(self, m: &MarketSnapshot) -> Option<Decimal> {
+        let p = match self {
+            PriceSource::Mid => m.mid(),
+            PriceSource::Last => m.last,
+            PriceSource::Microprice => m.microprice(),
+            PriceSource::BestBid => Some(m.best_bid),
+            PriceSource::BestAsk => Some(m.best_ask),
+        };
+        p.filter(|p| *p > Decimal::ZERO)
+    }
+}
+
+fn one_u32() -> u32 {
+    1
+}
+fn fifty() -> Decimal {
+    Decimal::from(50)
+}
+fn one() -> Decimal {
+    Decimal::ONE
+}
+
+/// Parameters of `spread`, as written in the market file's `[strategy]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadParams {
+    /// The `[strategy]` table's own `name` key; accepted so the table can be passed whole.
+    #[serde(default, rename = "name")]
+    pub strategy_name: Option<String>,
+    pub bid_spread_bps: Decimal,
+    pub ask_spread_bps: Decimal,
+    /// Base quantity of the level-0 orders.
+    pub order_qty: Decimal,
+    #[serde(default)]
+    pub price_source: PriceSource,
+    /// Orders per side.
+    #[serde(default = "one_u32")]
+    pub levels: u32,
+    /// Extra spread per level beyond the first.
+    #[serde(default)]
+    pub level_spread_bps: Decimal,
+    /// Extra quantity per level beyond the first.
+    #[serde(default)]
+    pub level_qty_step: Decimal,
+    /// Live orders closer to the mid than this are cancelled; new quotes never go inside it.
+    #[serde(default)]
+    pub min_spread_bps: Decimal,
+    /// Live orders whose price differs from the desired one by less than this are kept.
+    #[serde(default)]
+    pub refresh_tolerance_bps: Decimal,
+    #[serde(
+        default,
+        rename = "max_order_age",
+        deserialize_with = "params::opt_duration_ms"
+    )]
+    pub max_order_age_ms: Option<u64>,
+    #[serde(default)]
+    pub inventory_skew_enabled: bool,
+    /// Desired share of the portfolio value held in base, 0..=100.
+    #[serde(default = "fifty")]
+    pub inventory_target_base_pct: Decimal,
+    /// The skew range is this many times one side's total order size around the target.
+    #[serde(default = "one")]
+    pub inventory_range_multiplier: Decimal,
+    /// With skew enabled, shift both prices by up to this much (at the edge of the range)
+    /// in the direction that sheds inventory. 0 = sizes only, as Hummingbot does.
+    #[serde(default)]
+    pub inventory_price_skew_bps: Decimal,
+    /// Above it: only asks.
+    #[serde(default)]
+    pub price_ceiling: Option<Decimal>,
+    /// Below it: only bids.
+    #[serde(default)]
+    pub price_floor: Option<Decimal>,
+    /// Pause the filled side this long after a fill.
+    #[serde(
+        default,
+        rename = "filled_order_delay",
+        deserialize_with = "params::opt_duration_ms"
+    )]
+    pub filled_order_delay_ms: Option<u64>,
+    /// After a buy fill drop a buy level (and vice versa) until the other side fills.
+    #[serde(default)]
+    pub ping_pong: bool,
+}
+
+impl SpreadParams {
+    pub fn validate(&self) -> Result<(), StrategyError> {
+        let c = Check { table: "strategy" };
+        let below_price = Decimal::from(10_000);
+        c.non_negative("bid_spread_bps", self.bid_spread_bps)?;
+        if self.bid_spread_bps >= below_price {
+            c.fail(
+                "bid_spread_bps",
+                "must be below 10000 (a 100% spread bids at zero)",
+            )?;
+        }
+        c.non_negative("ask_spread_bps", self.ask_spread_bps)?;
+        c.positive("order_qty", self.order_qty)?;
+        c.positive_int("levels", u64::from(self.levels))?;
+        c.non_negative("level_spread_bps", self.level_spread_bps)?;
+        c.non_negative("level_qty_step", self.level_qty_step)?;
+        c.non_negative("min_spread_bps", self.min_spread_bps)?;
+        c.non_negative("refresh_tolerance_bps", self.refresh_tolerance_bps)?;
+        if let Some(age) = self.max_order_age_ms {
+            c.positive_int("max_order_age", age)?;
+        }
+        c.non_negative("inventory_target_base_pct", self.inventory_target_base_pct)?;
+        c.at_most(
+            "inventory_target_base_pct",
+            self.inventory_target_base_pct,
+            Decimal::ONE_HUNDRED,
+        )?;
+        c.positive(
+            "inventory_range_multiplier",
+            self.inventory_range_multiplier,
+        )?;
+        c.non_negative("inventory_price_skew_bps", self.inventory_price_skew_bps)?;
+        if let Some(p) = self.price_ceiling {
+            c.positive("price_ceiling", p)?;
+        }
+        if let Some(p) = self.price_floor {
+            c.positive("price_floor", p)?;
+        }
+        if let (Some(floor), Some(ceiling)) = (self.price_floor, self.price_ceiling)
+            && floor >= ceiling
+        {
+            c.fail(
+                "price_floor",
+                format!("must be below price_ceiling ({floor} >= {ceiling})"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Total quantity of one side's levels (Hummingbot's `total_order_size`).
+    fn total_order_qty(&self) -> Decimal {
+        (0..self.levels)
+            .map(|l| self.order_qty + Decimal::from(l) * self.level_qty_step)
+            .sum()
+    }
+}
+
+/// Hummingbot's inventory skew: the base holding's position inside
+/// `[target − range, target + range]` sets the bid size ratio from 2 (at or below the low end)
+/// to 0 (at or above the high end); the ask ratio is its complement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InventorySkew {
+    pub bid_ratio: Decimal,
+    pub ask_ratio: Decimal,
+    /// (base − target) / range clamped to [−1, 1]: positive when holding too much base.
+    pub skew: Decimal,
+}
+
+const HALF: Decimal = Decimal::from_parts(5, 0, 0, false, 1);
+const PERCENT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+
+pub fn inventory_skew(
+    balances: &Balances,
+    price: Decimal,
+    target_base_pct: Decimal,
+    range_base: Decimal,
+) -> Option<InventorySkew> {
+    let base = balances.base_total();
+    let total_value = base * price + balances.quote_total();
+    if total_value <= Decimal::ZERO || price <= Decimal::ZERO {
+        return None;
+    }
+    // Portfolio in base units; 12 places are far below any step size and keep the products
+    // below inside Decimal's fast 96-bit path.
+    let total_base = (total_value / price).round_dp(12);
+    // The range can never exceed half the portfolio, or one side could never be quoted.
+    let range = range_base.min(total_base * HALF);
+    if range <= Decimal::ZERO {
+        return None;
+    }
+    let target = total_base * target_base_pct * PERCENT;
+    let skew = ((base - target) / range)
+        .round_dp(12)
+        .clamp(Decimal::NEGATIVE_ONE, Decimal::ONE);
+    let bid_ratio = Decimal::ONE - skew;
+    Some(InventorySkew {
+        bid_ratio,
+        ask_ratio: Decimal::TWO - bid_ratio,
+        skew,
+    })
+}
+
+pub struct SpreadStrategy {
+    params: SpreadParams,
+    /// Per level: price multipliers from the reference (1 ∓ spread) and quantity, computed once.
+    levels: Vec<LevelShape>,
+    /// Multipliers of the mid that new quotes may not cross (1 ∓ min_spread).
+    min_bid_factor: Decimal,
+    min_ask_factor: Decimal,
+    /// Per side (index `Side as usize`): no new quotes before this time.
+    paused_until_ms: [u64; 2],
+    /// Buy fills minus sell fills since the last time the two were level (ping-pong).
+    ping_pong_balance: i64,
+}
+
+struct LevelShape {
+    level: u32,
+    bid_factor: Decimal,
+    ask_factor: Decimal,
+    qty: Decimal,
+}
+
+impl SpreadStrategy {
+    pub fn new(params: SpreadParams) -> Result<Self, StrategyError> {
+        params.validate()?;
+        let levels = (0..params.levels)
+            .map(|level| {
+                let extra = Decimal::from(level) * params.level_spread_bps;
+                LevelShape {
+                    level,
+                    bid_factor: Decimal::ONE - bps(params.bid_spread_bps + extra),
+                    ask_factor: Decimal::ONE + bps(params.ask_spread_bps + extra),
+                    qty: params.order_qty + Decimal::from(level) * params.level_qty_step,
+                }
+            })
+            .collect();
+        Ok(SpreadStrategy {
+            levels,
+            min_bid_factor: Decimal::ONE - bps(params.min_spread_bps),
+            min_ask_factor: Decimal::ONE + bps(params.min_spread_bps),
+            params,
+            paused_until_ms: [0; 2],
+            ping_pong_balance: 0,
+        })
+    }
+
+    pub fn params(&self) -> &SpreadParams {
+        &self.params
+    }
+
+    /// The quotes before balance caps and quantization.
+    pub fn raw_quotes(&self, ctx: &Context<'_>) -> Vec<Quote> {
+        let p = &self.params;
+        let Some(reference) = p.price_source.price(ctx.market) else {
+            return Vec::new();
+        };
+        let mut sides = [true, true];
+        if p.price_ceiling.is_some_and(|c| reference > c) {
+            sides[Side::Buy as usize] = false;
+        }
+        if p.price_floor.is_some_and(|f| reference < f) {
+            sides[Side::Sell as usize] = false;
+        }
+        for side in [Side::Buy, Side::Sell] {
+            if ctx.now_ms < self.paused_until_ms[side as usize] {
+                sides[side as usize] = false;
+            }
+        }
+        let (mut bid_ratio, mut ask_ratio, mut shift) = (Decimal::ONE, Decimal::ONE, Decimal::ZERO);
+        if p.inventory_skew_enabled {
+            let range = p.total_order_qty() * p.inventory_range_multiplier;
+            match inventory_skew(ctx.balances, reference, p.inventory_target_base_pct, range) {
+                Some(s) => {
+                    bid_ratio = s.bid_ratio;
+                    ask_ratio = s.ask_ratio;
+                    shift = -s.skew * bps(p.inventory_price_skew_bps);
+                }
+                // Nothing to skew against: an empty portfolio cannot quote either side.
+                None => return Vec::new(),
+            }
+        }
+        // Ping-pong removes the closest levels of the side that filled last.
+        let skip = |side: Side| -> u32 {
+            if !p.ping_pong {
+                return 0;
+            }
+            let b = self.ping_pong_balance;
+            let n = match side {
+                Side::Buy if b > 0 => b,
+                Side::Sell if b < 0 => -b,
+                _ => 0,
+            };
+            u32::try_from(n).unwrap_or(u32::MAX)
+        };
+        let center = reference * (Decimal::ONE + shift);
+        let mid = ctx.market.mid();
+        let mut quotes = Vec::with_capacity(2 * p.levels as usize);
+        for shape in &self.levels {
+            let level = shape.level;
+            if sides[Side::Buy as usize] && level >= skip(Side::Buy) {
+                let mut price = center * shape.bid_factor;
+                if let Some(mid) = mid {
+                    price = price.min(mid * self.min_bid_factor);
+                }
+                quotes.push(Quote {
+                    side: Side::Buy,
+                    price,
+                    qty: shape.qty * bid_ratio,
+                    level,
+                });
+            }
+            if sides[Side::Sell as usize] && level >= skip(Side::Sell) {
+                let mut price = center * shape.ask_factor;
+                if let Some(mid) = mid {
+                    price = price.max(mid * self.min_ask_factor);
+                }
+                quotes.push(Quote {
+                    side: Side::Sell,
+                    price,
+                    qty: shape.qty * ask_ratio,
+                    level,
+                });
+            }
+        }
+        quotes
+    }
+}
+
+impl Strategy for SpreadStrategy {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    // The reference price, balances and time all arrive in the Context at quote time, so
+    // market, balance and timer events carry nothing this model needs to remember.
+    fn on_market(&mut self, _snapshot: &MarketSnapshot) {}
+
+    fn on_fill(&mut self, fill: &Fill) {
+        if let Some(delay) = self.params.filled_order_delay_ms {
+            self.paused_until_ms[fill.side as usize] = fill.ts_ms.saturating_add(delay);
+        }
+        if self.params.ping_pong {
+            self.ping_pong_balance += match fill.side {
+                Side::Buy => 1,
+                Side::Sell => -1,
+            };
+            let levels = i64::from(self.params.levels);
+            self.ping_pong_balance = self.ping_pong_balance.clamp(-levels, levels);
+        }
+    }
+
+    fn on_balances(&mut self, _balances: &Balances) {}
+
+    fn on_timer(&mut self, _now_ms: u64) {}
+
+    fn quotes(&mut self, ctx: &Context<'_>) -> DesiredQuotes {
+        finalize(self.raw_quotes(ctx), ctx)
+    }
+
+    fn refresh_policy(&self) -> RefreshPolicy {
+        RefreshPolicy {
+            tolerance_bps: self.params.refresh_tolerance_bps,
+            max_order_age_ms: self.params.max_order_age_ms,
+            min_spread_bps: self.params.min_spread_bps,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SymbolRules, build};
+    use rust_decimal_macros::dec;
+
+    fn rules() -> SymbolRules {
+        SymbolRules {
+            tick_size: dec!(0.01),
+            step_size: dec!(0.001),
+            min_qty: dec!(0.001),
+            max_qty: dec!(1000),
+            min_notional: dec!(1),
+            max_notional: None,
+        }
+    }
+
+    fn market() -> MarketSnapshot {
+        MarketSnapshot {
+            best_bid: dec!(99.99),
+            best_bid_qty: dec!(3),
+            best_ask: dec!(100.01),
+            best_ask_qty: dec!(1),
+            last: Some(dec!(100.01)),
+            ts_ms: 0,
+        }
+    }
+
+    fn balances(base: Decimal, quote: Decimal) -> Balances {
+        Balances {
+            base_free: base,
+            base_locked: Decimal::ZERO,
+            quote_free: quote,
+            quote_locked: Decimal::ZERO,
+        }
+    }
+
+    fn strategy(toml_text: &str) -> SpreadStrategy {
+        let table: toml::Value = toml::from_str(toml_text).unwrap();
+        let p: SpreadParams = crate::params::deserialize(NAME, table).unwrap();
+        SpreadStrategy::new(p).unwrap()
+    }
+
+    fn quotes_at(s: &mut SpreadStrategy, b: &Balances, now_ms: u64) -> Vec<Quote> {
+        let (r, m) = (rules(), market());
+        let ctx = Context {
+            now_ms,
+            rules: &r,
+            market: &m,
+            balances: b,
+            live: &[],
+        };
+        s.quotes(&ctx).quotes
+    }
+
+    fn find(qs: &[Quote], side: Side, level: u32) -> Option<(Decimal, Decimal)> {
+        qs.iter()
+            .find(|q| q.side == side && q.level == level)
+            .map(|q| (q.price, q.qty))
+    }
+
+    #[test]
+    fn two_levels_at_worked_prices() {
+        let mut s = strategy(
+            "bid_spread_bps = 10\nask_spread_bps = 20\norder_qty = \"0.5\"\nlevels = 2\n\
+             level_spread_bps = 15\nlevel_qty_step = \"0.25\"",
+        );
+        let qs = quotes_at(&mut s, &balances(dec!(10), dec!(10000)), 0);
+        // mid 100: bid 100 * (1 - 0.0010) = 99.90; ask 100 * 1.0020 = 100.20;
+        // level 1: bid 100 * (1 - 0.0025) = 99.75, ask 100 * 1.0035 = 100.35, qty 0.75.
+        assert_eq!(find(&qs, Side::Buy, 0), Some((dec!(99.90), dec!(0.5))));
+        assert_eq!(find(&qs, Side::Sell, 0), Some((dec!(100.20), dec!(0.5))));
+        assert_eq!(find(&qs, Side::Buy, 1), Some((dec!(99.75), dec!(0.75))));
+        assert_eq!(find(&qs, Side::Sell, 1), Some((dec!(100.35), dec!(0.75))));
+    }
+
+    #[test]
+    fn price_sources() {
+        let m = market();
+        assert_eq!(PriceSource::Mid.price(&m), Some(dec!(100.00)));
+        assert_eq!(PriceSource::Last.price(&m), Some(dec!(100.01)));
+        // (99.99 * 1 + 100.01 * 3) / 4 = 100.005: the thin ask side pulls the price up.
+        assert_eq!(PriceSource::Microprice.price(&m), Some(dec!(100.005)));
+        assert_eq!(PriceSource::BestBid.price(&m), Some(dec!(99.99)));
+        assert_eq!(PriceSource::BestAsk.price(&m), Some(dec!(100.01)));
+    }
+
+    #[test]
+    fn inventory_skew_matches_hummingbot_ratios() {
+        // Portfolio at 100: 10 base (1000) + 1000 quote = 2000; target 50% = 10 base.
+        // Range = 1 level * 2 qty * multiplier 1 = 2 base: [8, 12].
+        let mut s = strategy(
+            "bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = 2\ninventory_skew_enabled = true",
+        );
+        let qs = quotes_at(&mut s, &balances(dec!(10), dec!(1000)), 0);
+        assert_eq!(find(&qs, Side::Buy, 0).unwrap().1, dec!(2));
+        assert_eq!(find(&qs, Side::Sell, 0).unwrap().1, dec!(2));
+        // 11 base + 900 quote = 2000; target 10; skew (11-10)/2 = 0.5 -> bid 0.5x, ask 1.5x.
+        let qs = quotes_at(&mut s, &balances(dec!(11), dec!(900)), 0);
+        assert_eq!(find(&qs, Side::Buy, 0).unwrap().1, dec!(1));
+        assert_eq!(find(&qs, Side::Sell, 0).unwrap().1, dec!(3));
+        // At or beyond the top of the range the bid disappears and the ask doubles.
+        let qs = quotes_at(&mut s, &balances(dec!(13), dec!(700)), 0);
+        assert_eq!(find(&qs, Side::Buy, 0), None);
+        assert_eq!(find(&qs, Side::Sell, 0).unwrap().1, dec!(4));
+    }
+
+    #[test]
+    fn price_skew_sheds_inventory() {
+        let mut s = strategy(
+            "bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = 2\ninventory_skew_enabled = true\n\
+             inventory_price_skew_bps = 8",
+        );
+        // skew 0.5 -> shift -4 bps: center 99.96; bid 99.96 * 0.999 = 99.86004 -> 99.86;
+        // ask 99.96 * 1.001 = 100.05996 -> 100.06.
+        let qs = quotes_at(&mut s, &balances(dec!(11), dec!(900)), 0);
+        assert_eq!(find(&qs, Side::Buy, 0).unwrap().0, dec!(99.86));
+        assert_eq!(find(&qs, Side::Sell, 0).unwrap().0, dec!(100.06));
+    }
+
+    #[test]
+    fn ceiling_floor_delay_and_ping_pong() {
+        let b = balances(dec!(10), dec!(10000));
+        let mut s =
+            strategy("bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = 1\nprice_ceiling = 99");
+        let qs = quotes_at(&mut s, &b, 0);
+        assert!(find(&qs, Side::Buy, 0).is_none() && find(&qs, Side::Sell, 0).is_some());
+        let mut s =
+            strategy("bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = 1\nprice_floor = 101");
+        let qs = quotes_at(&mut s, &b, 0);
+        assert!(find(&qs, Side::Buy, 0).is_some() && find(&qs, Side::Sell, 0).is_none());
+
+        let mut s = strategy(
+            "bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = 1\nfilled_order_delay = \"5s\"",
+        );
+        let fill = Fill {
+            side: Side::Sell,
+            price: dec!(100.1),
+            qty: dec!(1),
+            fee_quote: dec!(0),
+            ts_ms: 1_000,
+        };
+        s.on_fill(&fill);
+        assert!(find(&quotes_at(&mut s, &b, 5_999), Side::Sell, 0).is_none());
+        assert!(find(&quotes_at(&mut s, &b, 6_000), Side::Sell, 0).is_some());
+
+        let mut s =
+            strategy("bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = 1\nping_pong = true");
+        s.on_fill(&Fill {
+            side: Side::Buy,
+            ..fill.clone()
+        });
+        let qs = quotes_at(&mut s, &b, 0);
+        assert!(find(&qs, Side::Buy, 0).is_none() && find(&qs, Side::Sell, 0).is_some());
+        s.on_fill(&fill);
+        assert_eq!(quotes_at(&mut s, &b, 0).len(), 2);
+    }
+
+    #[test]
+    fn min_spread_clamps_new_quotes() {
+        let mut s =
+            strategy("bid_spread_bps = 1\nask_spread_bps = 1\norder_qty = 1\nmin_spread_bps = 5");
+        let qs = quotes_at(&mut s, &balances(dec!(10), dec!(10000)), 0);
+        assert_eq!(find(&qs, Side::Buy, 0).unwrap().0, dec!(99.95));
+        assert_eq!(find(&qs, Side::Sell, 0).unwrap().0, dec!(100.05));
+    }
+
+    fn build_err(text: &str) -> StrategyError {
+        let table: toml::Value = toml::from_str(text).unwrap();
+        match build(NAME, table) {
+            Ok(_) => panic!("{text:?} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn bad_parameters_name_the_key() {
+        let e = build_err("bid_spread_bps = -1\nask_spread_bps = 10\norder_qty = 1");
+        assert_eq!(
+            e.to_string(),
+            "[strategy] `bid_spread_bps`: must not be negative (got -1)"
+        );
+        let e = build_err("bid_spread_bps = 1\nask_spread_bps = 10\norder_qty = \"0\"");
+        assert_eq!(
+            e.to_string(),
+            "[strategy] `order_qty`: must be greater than zero (got 0)"
+        );
+        let e = build_err("bid_spread_bps = 1\nask_spread_bps = 10\norder_qty = 1\nlevels = 0");
+        assert_eq!(
+            e.to_string(),
+            "[strategy] `levels`: must be at least 1 (got 0)"
+        );
+        let e = build_err("bid_spread_bps = 1\nask_spread_bps = 10\norder_qty = 1\nlevls = 2");
+        assert_eq!(e.key(), Some("levls"));
+        assert!(e.to_string().contains("unknown field `levls`"), "{e}");
+        let e = build_err("bid_spread_bps = 1\nask_spread_bps = 10\norder_qty = \"abc\"");
+        assert_eq!(e.key(), Some("order_qty"));
+        let e = build_err("bid_spread_bps = 1\nask_spread_bps = 10");
+        assert!(e.to_string().contains("missing field `order_qty`"), "{e}");
+        let e = build_err(
+            "bid_spread_bps = 1\nask_spread_bps = 10\norder_qty = 1\nmax_order_age = \"soon\"",
+        );
+        assert_eq!(e.key(), Some("max_order_age"));
+        let e = build_err(
+            "bid_spread_bps = 1\nask_spread_bps = 10\norder_qty = 1\nprice_floor = 10\nprice_ceiling = 5",
+        );
+        assert_eq!(e.key(), Some("price_floor"));
+        let e = build_err(
+            "bid_spread_bps = 1\nask_spread_bps = 10\norder_qty = 1\ninventory_target_base_pct = 101",
+        );
+        assert_eq!(e.key(), Some("inventory_target_base_pct"));
+    }
+
+    #[test]
+    fn the_whole_strategy_table_builds() {
+        let table: toml::Value = toml::from_str(
+            "name = \"spread\"\nbid_spread_bps = 10\nask_spread_bps = 10\norder_qty = \"0.001\"\n\
+             price_source = \"microprice\"\nmax_order_age = \"30s\"",
+        )
+        .unwrap();
+        let s = build(NAME, table).unwrap();
+        assert_eq!(s.name(), "spread");
+        assert_eq!(s.refresh_policy().max_order_age_ms, Some(30_000));
+    }
+}
