@@ -141,3 +141,79 @@ async fn replay_file_drives_the_mid() {
     .expect("refused");
     assert!(err.to_string().contains("rec.jsonl:2"), "{err}");
 }
+
+/// Every fill at the exchange reaches the user stream (duplicates switched on, so each
+/// arrives at least once), with a client requoting as fast as a market maker does.
+#[tokio::test]
+async fn every_fill_reaches_the_user_stream() {
+    use std::collections::BTreeSet;
+    let sim = start(SimConfig {
+        market: MarketConfig {
+            taker_rate: 25.0,
+            ..MarketConfig::default()
+        },
+        legacy_account_info: true,
+        rate_limits: mmd::sim::RateLimitConfig {
+            orders_per_10s: 100_000,
+            ..Default::default()
+        },
+        ..test_config()
+    })
+    .await;
+    sim.faults().duplicate_user_events(None).unwrap();
+    let c = Client::new(&sim.rest_url());
+    let key = c.new_listen_key().await;
+    let mut ws = connect(&format!("{}/ws/{key}", sim.stream_url())).await;
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(BTreeSet::new()));
+    let seen2 = seen.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(v) = next_json(&mut ws, Duration::from_secs(30)).await {
+            if v["e"] == "executionReport" && v["x"] == "TRADE" {
+                seen2.lock().insert((
+                    v["s"].as_str().unwrap().to_string(),
+                    v["t"].as_i64().unwrap(),
+                ));
+            }
+        }
+    });
+    let tick = Decimal::new(1, 2);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        let mid = mid_of(&c, &sim.stream_url()).await;
+        for (side, bps) in [("BUY", -2), ("SELL", 2), ("BUY", -4), ("SELL", 4)] {
+            let price = quote_price(mid, bps, tick).to_string();
+            c.signed(
+                Method::POST,
+                "/api/v3/order",
+                &[
+                    ("symbol", "BTCUSDT"),
+                    ("side", side),
+                    ("type", "LIMIT_MAKER"),
+                    ("quantity", "0.001"),
+                    ("price", &price),
+                ],
+            )
+            .await;
+        }
+        if sim.open_orders(KEY).len() > 40 {
+            c.signed(
+                Method::DELETE,
+                "/api/v3/openOrders",
+                &[("symbol", "BTCUSDT")],
+            )
+            .await;
+        }
+    }
+    sim.set_market_frozen(true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exchange: BTreeSet<(String, i64)> = sim
+        .trades(KEY)
+        .iter()
+        .map(|t| (t.symbol.clone(), t.id as i64))
+        .collect();
+    eprintln!("{} fills at the exchange", exchange.len());
+    assert!(exchange.len() > 20);
+    assert_eq!(*seen.lock(), exchange);
+    reader.abort();
+    sim.shutdown().await;
+}
