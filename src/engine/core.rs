@@ -1417,10 +1417,10 @@ impl Engine {
         for s in self.symbols() {
             self.requote(&s);
         }
-        if let Phase::Stopping { pending, .. } = &self.phase {
-            if pending.is_empty() {
-                self.finish();
-            }
+        if let Phase::Stopping { pending, .. } = &self.phase
+            && pending.is_empty()
+        {
+            self.finish();
         }
         self.publish_health();
     }
