@@ -1,4 +1,5 @@
 //! mmd: a market-making daemon for Binance and Binance-compatible venues.
+pub mod backtest;
 pub mod binance;
 pub mod config;
 pub mod engine;

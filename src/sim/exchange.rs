@@ -415,6 +415,7 @@ impl Exchange {
         for a in &cfg.accounts {
             ex.add_account(&a.api_key, &a.api_secret, &a.balances);
         }
+        ex.seed_liquidity();
         ex
     }
 
@@ -520,6 +521,17 @@ impl Exchange {
         self.conns.insert(id, ConnEntry { kind, ctl });
         StatsCounters::inc(&self.stats.connections_opened);
         id
+    }
+
+    /// A fresh id from the connection id space (for WebSocket-API subscription sinks).
+    pub fn alloc_id(&mut self) -> u64 {
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        id
+    }
+
+    pub fn api_key_of(&self, account: u32) -> &str {
+        &self.accounts[account as usize].api_key
     }
 
     pub fn unregister_conn(&mut self, id: u64) {
@@ -1574,9 +1586,7 @@ impl Exchange {
             a.sinks.clear();
         }
         self.signal_conns(|_| true, ConnCtl::Restart);
-        for i in 0..self.symbols.len() as u32 {
-            self.publish_top(i);
-        }
+        self.seed_liquidity();
     }
 
     // ---------------------------------------------------------------- market data
@@ -1609,6 +1619,72 @@ impl Exchange {
             .send(Arc::new(BookTickerMsg { symbol: sym, json }));
     }
 
+    /// Replaces the synthetic liquidity of `sym` around its current mid. A synthetic order
+    /// that crosses a resting order trades with it first (the market moved through it).
+    fn repost_liquidity(&mut self, sym: u32, now: u64) {
+        let m = &self.cfg.market;
+        let (spread_ticks, depth, level_notional) =
+            (m.spread_ticks, m.depth_levels, m.level_notional);
+        let s = &mut self.symbols[sym as usize];
+        let tick = price_process::to_f64(s.cfg.tick_size);
+        let lo = price_process::to_f64(s.cfg.min_price).max(tick) * 10.0;
+        let hi = price_process::to_f64(s.cfg.max_price) / 10.0;
+        s.mid = s.mid.clamp(lo, hi.max(lo));
+        let mid_ticks = (s.mid / tick).round() as i64;
+        let spread = spread_ticks.max(1) as i64;
+        let best_bid = mid_ticks - spread / 2;
+        let best_ask = best_bid + spread;
+        let level_qty =
+            price_process::qty_for_notional(level_notional, s.mid, s.cfg.step_size, s.cfg.min_qty);
+        for id in std::mem::take(&mut s.synthetic) {
+            s.book.cancel(id);
+        }
+        let mut to_post = Vec::new();
+        for i in 0..depth as i64 {
+            to_post.push((Side::Sell, best_ask + i));
+            to_post.push((Side::Buy, (best_bid - i).max(1)));
+        }
+        let mut sink = Vec::new();
+        for (side, ticks) in to_post {
+            let left = self.run_match(
+                sym,
+                MARKET_OWNER,
+                None,
+                side,
+                Some(ticks),
+                level_qty,
+                now,
+                &mut sink,
+            );
+            if left > Decimal::ZERO {
+                let s = &mut self.symbols[sym as usize];
+                let id = s.next_order_id;
+                s.next_order_id += 1;
+                s.book.insert(
+                    side,
+                    ticks,
+                    Resting {
+                        id,
+                        owner: MARKET_OWNER,
+                        qty: left,
+                    },
+                );
+                s.synthetic.push(id);
+            }
+        }
+        self.publish_top(sym);
+    }
+
+    /// Posts the synthetic liquidity of every active symbol (at start and after a restart).
+    fn seed_liquidity(&mut self) {
+        let now = self.clock.now_ms();
+        for sym in 0..self.symbols.len() as u32 {
+            if self.symbols[sym as usize].active {
+                self.repost_liquidity(sym, now);
+            }
+        }
+    }
+
     /// One step of the rest of the market for every active symbol: the mid walks, synthetic
     /// liquidity is re-posted around it (trading through any resting order it crosses), and
     /// taker flow sweeps the book.
@@ -1624,60 +1700,12 @@ impl Exchange {
                 continue;
             }
             s.mid = price_process::walk(&mut s.rng, s.mid, m.volatility, dt);
-            let tick = price_process::to_f64(s.cfg.tick_size);
-            let lo = price_process::to_f64(s.cfg.min_price).max(tick) * 10.0;
-            let hi = price_process::to_f64(s.cfg.max_price) / 10.0;
-            s.mid = s.mid.clamp(lo, hi.max(lo));
-            let mid_ticks = (s.mid / tick).round() as i64;
-            let spread = m.spread_ticks.max(1) as i64;
-            let best_bid = mid_ticks - spread / 2;
-            let best_ask = best_bid + spread;
-            let level_qty = price_process::qty_for_notional(
-                m.level_notional,
-                s.mid,
-                s.cfg.step_size,
-                s.cfg.min_qty,
-            );
-            for id in std::mem::take(&mut s.synthetic) {
-                s.book.cancel(id);
-            }
-            let mut to_post = Vec::new();
-            for i in 0..m.depth_levels as i64 {
-                to_post.push((Side::Sell, best_ask + i));
-                to_post.push((Side::Buy, (best_bid - i).max(1)));
-            }
-            let mut sink = Vec::new();
-            for (side, ticks) in to_post {
-                let left = self.run_match(
-                    sym,
-                    MARKET_OWNER,
-                    None,
-                    side,
-                    Some(ticks),
-                    level_qty,
-                    now,
-                    &mut sink,
-                );
-                if left > Decimal::ZERO {
-                    let s = &mut self.symbols[sym as usize];
-                    let id = s.next_order_id;
-                    s.next_order_id += 1;
-                    s.book.insert(
-                        side,
-                        ticks,
-                        Resting {
-                            id,
-                            owner: MARKET_OWNER,
-                            qty: left,
-                        },
-                    );
-                    s.synthetic.push(id);
-                }
-            }
+            self.repost_liquidity(sym, now);
             let s = &mut self.symbols[sym as usize];
             let takers = price_process::poisson(&mut s.rng, m.taker_rate * dt.as_secs_f64());
             for _ in 0..takers {
                 let s = &mut self.symbols[sym as usize];
+                let tick = price_process::to_f64(s.cfg.tick_size);
                 let (side, limit) =
                     price_process::taker_limit(&mut s.rng, s.mid, tick, m.taker_reach_bps);
                 let qty = price_process::qty_for_notional(
@@ -1686,6 +1714,7 @@ impl Exchange {
                     s.cfg.step_size,
                     s.cfg.min_qty,
                 );
+                let mut sink = Vec::new();
                 self.run_match(
                     sym,
                     MARKET_OWNER,
@@ -1696,6 +1725,10 @@ impl Exchange {
                     now,
                     &mut sink,
                 );
+                // The rest of the market refills the touch at once: a taker sweeps
+                // through the book (and any quote within its reach) but never leaves
+                // a side empty for the tickers to see.
+                self.repost_liquidity(sym, now);
             }
             self.publish_top(sym);
         }
