@@ -1626,8 +1626,15 @@ impl Engine {
                         error!(event = "reload_refused", symbol = %symbol, error = %e, "invalid market: keeping the running one")
                     }
                 },
-                None => match self.add_market(setup) {
-                    Ok(()) => info!(event = "market_added", symbol = %symbol, "market added"),
+                None => match self.add_market(setup.clone()) {
+                    Ok(()) => {
+                        info!(event = "market_added", symbol = %symbol, "market added");
+                        self.out.push(Command::Record(Record::Market {
+                            symbol: symbol.clone(),
+                            base_asset: setup.base_asset,
+                            quote_asset: setup.quote_asset,
+                        }));
+                    }
                     Err(e) => {
                         error!(event = "reload_refused", symbol = %symbol, error = %e, "invalid market refused")
                     }

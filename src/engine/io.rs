@@ -223,4 +223,10 @@ pub enum Record {
         symbol: String,
         mark: crate::ledger::Mark,
     },
+    /// A market's assets, so reports can value it.
+    Market {
+        symbol: String,
+        base_asset: String,
+        quote_asset: String,
+    },
 }

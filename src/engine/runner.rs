@@ -271,6 +271,11 @@ impl LedgerWriter {
                         Record::Fill(f) => ledger.record_fill(f).map(|_| ()),
                         Record::Order(o) => ledger.record_order_event(o),
                         Record::Mark { symbol, mark } => ledger.record_mark(symbol, *mark),
+                        Record::Market {
+                            symbol,
+                            base_asset,
+                            quote_asset,
+                        } => ledger.record_market(symbol, base_asset, quote_asset),
                     };
                     if let Err(e) = res {
                         error!(event = "ledger_error", error = %e, "ledger write failed");
