@@ -22,12 +22,8 @@ fn sides(d: &Daemon, symbol: &str) -> (Vec<Decimal>, Vec<Decimal>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotes_both_sides_follow_the_market_and_sigterm_leaves_nothing() {
-    let mut d = Daemon::new(
-        sim_config(),
-        &[("BTCUSDT", "0.001"), ("ETHUSDT", "0.01")],
-        "",
-    )
-    .await;
+    let cfg = sim_config();
+    let mut d = Daemon::new(cfg, &[("BTCUSDT", "0.001"), ("ETHUSDT", "0.01")], "").await;
     d.spawn();
     for symbol in ["BTCUSDT", "ETHUSDT"] {
         d.wait_for(
@@ -42,7 +38,10 @@ async fn quotes_both_sides_follow_the_market_and_sigterm_leaves_nothing() {
     }
     // Valid prices around the touch, on the tick grid, for a while as the market moves.
     let mut seen_bids = std::collections::BTreeSet::new();
-    for _ in 0..6 {
+    for round in 0..30 {
+        if round >= 6 && seen_bids.len() > 1 {
+            break;
+        }
         for symbol in ["BTCUSDT", "ETHUSDT"] {
             let (bid, ask) = touch(&d.sim, symbol).await;
             let mid = (bid + ask) / Decimal::TWO;
@@ -73,12 +72,9 @@ async fn quotes_both_sides_follow_the_market_and_sigterm_leaves_nothing() {
         "quotes did not follow the market: {seen_bids:?}"
     );
     assert!(d.metric("mmd_orders_placed_total", None).await >= 4.0);
-    assert_eq!(
-        d.metric("mmd_orders_rejected_total", None).await,
-        0.0,
-        "an order was rejected:\n{}",
-        tail(&d.log(), 40)
-    );
+    let rejected = d.log_events("order_rejected");
+    assert!(rejected.is_empty(), "orders rejected: {rejected:?}");
+    assert_eq!(d.metric("mmd_orders_rejected_total", None).await, 0.0);
     let health = reqwest::get(format!("http://{}/health", d.metrics_addr))
         .await
         .unwrap();
@@ -134,12 +130,18 @@ async fn sighup_adds_and_removes_markets_and_refuses_an_invalid_file() {
     })
     .await;
     std::fs::remove_file(markets.join("BAD.toml")).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (b, a) = sides(&d, "BTCUSDT");
-    assert!(
-        !b.is_empty() && !a.is_empty(),
-        "BTCUSDT stopped after a refused reload"
-    );
+    let placed = d.metric("mmd_orders_placed_total", None).await;
+    d.wait_for(
+        "BTCUSDT still quoting after a refused reload",
+        Duration::from_secs(10),
+        || async {
+            let (b, a) = sides(&d, "BTCUSDT");
+            !b.is_empty()
+                && !a.is_empty()
+                && d.metric("mmd_orders_placed_total", None).await > placed
+        },
+    )
+    .await;
 
     // Add ETHUSDT, remove BTCUSDT.
     std::fs::write(markets.join("ETHUSDT.toml"), market_file("ETHUSDT", "0.01")).unwrap();

@@ -11,8 +11,8 @@ use strategies::{Balances, Context, LiveOrder, MarketSnapshot, Strategy};
 use tracing::{debug, error, info, warn};
 
 use super::io::{
-    Command, ConnectReason, Input, MarketSetup, PlaceOrder, RestFailure, ResyncReason, Snapshot,
-    Stream,
+    Command, ConnectReason, Input, MarketSetup, PlaceOrder, Record, RestFailure, ResyncReason,
+    Snapshot, Stream,
 };
 use super::orders::{ClientIdGen, Order, OrderBook, OrderState, Source, Trigger};
 use super::reconcile::{Balance, BalanceBook, Delta, TradeDedup};
@@ -37,6 +37,8 @@ pub struct EngineSettings {
     pub orphan_policy: OrphanPolicy,
     /// LIMIT_MAKER (never take).
     pub post_only: bool,
+    /// How often the mid of each market is recorded in the ledger (for the report).
+    pub mark_interval_ms: u64,
 }
 
 impl EngineSettings {
@@ -51,6 +53,7 @@ impl EngineSettings {
             resync_interval_ms: 300_000,
             orphan_policy: OrphanPolicy::Cancel,
             post_only: true,
+            mark_interval_ms: 5_000,
         }
     }
 }
@@ -70,6 +73,8 @@ struct Market {
     removing: bool,
     /// Stopped by the kill switch.
     killed: bool,
+    /// No new orders before this (after a rejection).
+    paused_until_ms: u64,
 }
 
 impl Market {
@@ -88,6 +93,7 @@ impl Market {
             stale: false,
             removing: false,
             killed: false,
+            paused_until_ms: 0,
         })
     }
 }
@@ -127,6 +133,7 @@ pub struct Engine {
     seeded: HashSet<String>,
     seed_request: HashSet<String>,
     rest_blocked_until_ms: u64,
+    last_mark_ms: u64,
     now_ms: u64,
     out: Vec<Command>,
 }
@@ -172,6 +179,7 @@ impl Engine {
             seeded: HashSet::new(),
             seed_request: HashSet::new(),
             rest_blocked_until_ms: 0,
+            last_mark_ms: 0,
             now_ms: 0,
             out: Vec::new(),
         };
@@ -195,6 +203,15 @@ impl Engine {
         );
         self.markets.insert(symbol, m);
         Ok(())
+    }
+
+    /// Trade ids the ledger already holds (last per symbol): the startup resync counts
+    /// every trade after them, so fills made while the daemon was down are not lost.
+    pub fn seed_trade_ids(&mut self, last: impl IntoIterator<Item = (String, i64)>) {
+        for (symbol, id) in last {
+            self.trades.mark_seen(&symbol, id);
+            self.seeded.insert(symbol);
+        }
     }
 
     pub fn symbols(&self) -> Vec<String> {
@@ -224,6 +241,7 @@ impl Engine {
     /// The one entry point: an input in, the commands to execute out.
     pub fn handle(&mut self, input: Input, now_ms: u64) -> Vec<Command> {
         self.now_ms = now_ms;
+        self.note_refusals(&input);
         match input {
             Input::Market { event, received } => self.on_market(event, received),
             Input::User(ev) => self.on_user(ev),
@@ -282,6 +300,36 @@ impl Engine {
         }
         self.publish_gauges();
         std::mem::take(&mut self.out)
+    }
+
+    /// A request the exchange (or our own budget) refused before executing: nothing is sent
+    /// until the wait is over, and a rejected placement pauses its market a moment. Never
+    /// retry in a tight loop.
+    fn note_refusals(&mut self, input: &Input) {
+        let failure = match input {
+            Input::Placed { result: Err(f), .. }
+            | Input::Canceled { result: Err(f), .. }
+            | Input::Queried { result: Err(f), .. } => f,
+            Input::CanceledAll { result: Err(f), .. }
+            | Input::OpenOrdersChecked { result: Err(f), .. } => f,
+            Input::Resynced { result: Err(f), .. } => f,
+            _ => return,
+        };
+        match failure {
+            RestFailure::NotSent { retry_after_ms, .. } => {
+                let until = self.now_ms + (*retry_after_ms).max(100);
+                self.rest_blocked_until_ms = self.rest_blocked_until_ms.max(until);
+            }
+            RestFailure::Rejected { .. } => {
+                if let Input::Placed { client_id, .. } = input
+                    && let Some(o) = self.orders.get(client_id)
+                    && let Some(m) = self.markets.get_mut(&o.symbol)
+                {
+                    m.paused_until_ms = self.now_ms + 1_000;
+                }
+            }
+            _ => {}
+        }
     }
 
     // ------------------------------------------------------------ market data
@@ -354,12 +402,17 @@ impl Engine {
         let Some(m) = self.markets.get_mut(symbol) else {
             return;
         };
-        if m.removing || m.killed {
+        if m.removing || m.killed || now < m.paused_until_ms {
             return;
         }
         let Some(snap) = m.snapshot.clone() else {
             return;
         };
+        // A one-sided or crossed book has no fair price: keep what rests and wait for a
+        // proper book instead of canceling everything on one odd frame.
+        if !snap.is_two_sided() {
+            return;
+        }
         let age = now.saturating_sub(m.last_data_ms.unwrap_or(0));
         if age > stale_after {
             if !m.stale {
@@ -412,6 +465,22 @@ impl Engine {
                 level: o.level,
             })
             .collect();
+        // Our own orders that may still rest: a new bid at or above one of our asks (or
+        // an ask at or below one of our bids) would trade with ourselves, and a post-only
+        // order would be rejected. Such a quote waits until the old order is gone.
+        let resting = || {
+            self.orders
+                .of_symbol(symbol)
+                .filter(|o| o.state.may_be_open())
+        };
+        let own_min_ask = resting()
+            .filter(|o| o.side == Side::Sell)
+            .map(|o| o.price)
+            .min();
+        let own_max_bid = resting()
+            .filter(|o| o.side == Side::Buy)
+            .map(|o| o.price)
+            .max();
         let canceling: HashSet<strategies::Side> = self
             .orders
             .of_symbol(symbol)
@@ -477,6 +546,13 @@ impl Engine {
                     if canceling.contains(&q.side) {
                         continue;
                     }
+                    let crosses_own = match q.side {
+                        strategies::Side::Buy => own_min_ask.is_some_and(|a| q.price >= a),
+                        strategies::Side::Sell => own_max_bid.is_some_and(|b| q.price <= b),
+                    };
+                    if crosses_own {
+                        continue;
+                    }
                     self.place(symbol, q, if placed_any { None } else { tick });
                     placed_any = true;
                 }
@@ -503,6 +579,7 @@ impl Engine {
             self.now_ms,
         );
         self.orders.insert(order);
+        self.record_order(&client_id, "placed");
         self.metrics.inc(
             metrics::ORDERS_PLACED,
             &[("symbol", symbol), ("side", side.as_str())],
@@ -647,6 +724,7 @@ impl Engine {
                 .map(str::to_owned)
                 .or_else(|| ClientIdGen::is_ours(&self.s.prefix, &cid).then_some(cid))
         };
+        let cid_for_fill = cid.clone().unwrap_or_else(|| er.client_order_id.clone());
         if er.exec_type == ExecType::Trade && er.trade_id >= 0 && er.last_qty > Decimal::ZERO {
             self.on_fill(
                 &er.symbol,
@@ -658,6 +736,7 @@ impl Engine {
                 er.commission_asset.as_deref(),
                 er.transaction_time,
                 "stream",
+                (er.order_id, &cid_for_fill, er.is_maker),
             );
         }
         let Some(cid) = cid else {
@@ -728,6 +807,7 @@ impl Engine {
         to: OrderState,
         reject_code: Option<&str>,
     ) {
+        self.record_order(cid, from.as_str());
         let Some(o) = self.orders.get(cid) else {
             return;
         };
@@ -756,6 +836,28 @@ impl Engine {
         }
     }
 
+    fn record_order(&mut self, cid: &str, detail: &str) {
+        let Some(o) = self.orders.get(cid) else {
+            return;
+        };
+        let rec = crate::ledger::OrderEventRecord {
+            time_ms: self.now_ms,
+            symbol: o.symbol.clone(),
+            client_order_id: cid.to_owned(),
+            order_id: o.order_id,
+            side: o.side,
+            price: o.price,
+            qty: o.qty,
+            state: o.state.as_str().to_owned(),
+            detail: if detail == "placed" {
+                detail.to_owned()
+            } else {
+                format!("from {detail}")
+            },
+        };
+        self.out.push(Command::Record(Record::Order(rec)));
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn on_fill(
         &mut self,
@@ -768,10 +870,34 @@ impl Engine {
         commission_asset: Option<&str>,
         time_ms: u64,
         source: &str,
+        order: (u64, &str, bool),
     ) -> bool {
         if !self.trades.first_sight(symbol, trade_id) {
             return false;
         }
+        let (order_id, client_id, is_maker) = order;
+        let client_id = if client_id.is_empty() {
+            self.orders
+                .client_id_of(symbol, order_id)
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            client_id.to_owned()
+        };
+        self.out
+            .push(Command::Record(Record::Fill(crate::ledger::LedgerFill {
+                symbol: symbol.to_owned(),
+                trade_id,
+                order_id,
+                client_order_id: client_id,
+                side,
+                price,
+                qty,
+                commission,
+                commission_asset: commission_asset.unwrap_or_default().to_owned(),
+                is_maker,
+                time_ms,
+            })));
         let Some((base, quote)) = self.assets.get(symbol).cloned() else {
             return false;
         };
@@ -809,6 +935,26 @@ impl Engine {
             &[("symbol", symbol), ("side", side.as_str())],
         );
         if let Some(m) = self.markets.get_mut(symbol) {
+            // A fill on our bid means the asks came down to its price (and vice versa): until
+            // the next market frame says otherwise, the book is at least that far through,
+            // so the next quote on that side goes behind it instead of arriving crossed.
+            if source == "stream"
+                && let Some(snap) = m.snapshot.as_mut()
+            {
+                match side {
+                    Side::Buy if snap.best_ask.is_zero() || price < snap.best_ask => {
+                        snap.best_ask = price;
+                        snap.best_bid = snap.best_bid.min(price);
+                    }
+                    Side::Sell if price > snap.best_bid => {
+                        snap.best_bid = price;
+                        if !snap.best_ask.is_zero() {
+                            snap.best_ask = snap.best_ask.max(price);
+                        }
+                    }
+                    _ => {}
+                }
+            }
             let fill = strategies::Fill {
                 side: to_strat_side(side),
                 price,
@@ -859,13 +1005,14 @@ impl Engine {
                         Some(&f.commission_asset),
                         time,
                         "rest",
+                        (resp.order_id, cid, false),
                     );
                 }
                 self.apply_rest(cid, trigger, resp.executed_qty, None);
             }
             Err(RestFailure::Rejected { code, msg })
             | Err(RestFailure::UnknownOrder { code, msg }) => {
-                warn!(event = "order_rejected", symbol = %symbol, client_order_id = %cid, code, reason = %msg, "placement rejected");
+                info!(event = "rejection_reason", symbol = %symbol, client_order_id = %cid, code, reason = %msg, "why the exchange rejected it");
                 self.apply_rest(cid, Trigger::Rejected, None, Some(&code.to_string()));
             }
             Err(RestFailure::OutcomeUnknown(why)) => {
@@ -876,8 +1023,8 @@ impl Engine {
                     o.next_query_ms = now + self.s.query_delay_ms;
                 }
             }
-            Err(RestFailure::NotSent(why)) => {
-                info!(event = "order_not_sent", symbol = %symbol, client_order_id = %cid, reason = %why, "placement not sent");
+            Err(RestFailure::NotSent { reason, .. }) => {
+                info!(event = "order_not_sent", symbol = %symbol, client_order_id = %cid, reason = %reason, "placement not sent");
                 self.apply_rest(cid, Trigger::NotFound, None, None);
             }
         }
@@ -1077,6 +1224,7 @@ impl Engine {
                     Some(&t.commission_asset),
                     t.time,
                     "resync",
+                    (t.order_id, "", t.is_maker),
                 ) {
                     info!(event = "fill_recovered", symbol = %symbol, trade_id = t.id, "fill recovered by resync");
                 }
@@ -1255,13 +1403,24 @@ impl Engine {
         for m in self.markets.values_mut() {
             m.strategy.on_timer(now);
         }
+        if now.saturating_sub(self.last_mark_ms) >= self.s.mark_interval_ms {
+            self.last_mark_ms = now;
+            for (symbol, m) in &self.markets {
+                if let Some(mid) = m.snapshot.as_ref().and_then(|s| s.mid()) {
+                    self.out.push(Command::Record(Record::Mark {
+                        symbol: symbol.clone(),
+                        mark: crate::ledger::Mark { time_ms: now, mid },
+                    }));
+                }
+            }
+        }
         for s in self.symbols() {
             self.requote(&s);
         }
-        if let Phase::Stopping { pending, .. } = &self.phase {
-            if pending.is_empty() {
-                self.finish();
-            }
+        if let Phase::Stopping { pending, .. } = &self.phase
+            && pending.is_empty()
+        {
+            self.finish();
         }
         self.publish_health();
     }
@@ -1467,8 +1626,15 @@ impl Engine {
                         error!(event = "reload_refused", symbol = %symbol, error = %e, "invalid market: keeping the running one")
                     }
                 },
-                None => match self.add_market(setup) {
-                    Ok(()) => info!(event = "market_added", symbol = %symbol, "market added"),
+                None => match self.add_market(setup.clone()) {
+                    Ok(()) => {
+                        info!(event = "market_added", symbol = %symbol, "market added");
+                        self.out.push(Command::Record(Record::Market {
+                            symbol: symbol.clone(),
+                            base_asset: setup.base_asset,
+                            quote_asset: setup.quote_asset,
+                        }));
+                    }
                     Err(e) => {
                         error!(event = "reload_refused", symbol = %symbol, error = %e, "invalid market refused")
                     }

@@ -54,8 +54,9 @@ pub enum RestFailure {
     UnknownOrder { code: i64, msg: String },
     /// Timeout, 5xx, transport error after sending: it may or may not have happened.
     OutcomeUnknown(String),
-    /// Not sent (client throttle), or refused before execution (429/418).
-    NotSent(String),
+    /// Not sent (client throttle), or refused before execution (429/418): nothing may be
+    /// sent for `retry_after_ms`.
+    NotSent { reason: String, retry_after_ms: u64 },
 }
 
 impl std::fmt::Display for RestFailure {
@@ -64,7 +65,7 @@ impl std::fmt::Display for RestFailure {
             RestFailure::Rejected { code, msg } => write!(f, "rejected {code}: {msg}"),
             RestFailure::UnknownOrder { code, msg } => write!(f, "unknown order {code}: {msg}"),
             RestFailure::OutcomeUnknown(m) => write!(f, "outcome unknown: {m}"),
-            RestFailure::NotSent(m) => write!(f, "not sent: {m}"),
+            RestFailure::NotSent { reason, .. } => write!(f, "not sent: {reason}"),
         }
     }
 }
@@ -206,8 +207,26 @@ pub enum Command {
     },
     /// Market symbols changed (SIGHUP): the market stream must follow.
     SetMarketSymbols(Vec<String>),
+    /// Append to the ledger (a writer thread does the IO).
+    Record(Record),
     /// Everything is done: close streams (deleting the listen key) and exit.
     Exit {
         code: i32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Fill(crate::ledger::LedgerFill),
+    Order(crate::ledger::OrderEventRecord),
+    Mark {
+        symbol: String,
+        mark: crate::ledger::Mark,
+    },
+    /// A market's assets, so reports can value it.
+    Market {
+        symbol: String,
+        base_asset: String,
+        quote_asset: String,
     },
 }

@@ -222,6 +222,7 @@ impl Applied {
 }
 
 impl Order {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client_id: String,
         symbol: String,

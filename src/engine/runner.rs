@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use super::core::{Engine, EngineSettings};
 use super::io::{
-    Command, ConnectReason, Input, MarketSetup, PlaceOrder, RestFailure, Snapshot, Stream,
+    Command, ConnectReason, Input, MarketSetup, PlaceOrder, Record, RestFailure, Snapshot, Stream,
 };
 use super::orders::ClientIdGen;
 use crate::binance::market::{MarketMode, MarketStreamHandle, spawn_market_stream};
@@ -144,9 +144,12 @@ fn failure(e: &RestError) -> RestFailure {
             code: *code,
             msg: msg.clone(),
         },
-        RestError::RateLimited { .. }
-        | RestError::IpBanned { .. }
-        | RestError::Throttled { .. } => RestFailure::NotSent(e.to_string()),
+        RestError::RateLimited { retry_after }
+        | RestError::IpBanned { retry_after }
+        | RestError::Throttled { wait: retry_after } => RestFailure::NotSent {
+            reason: e.to_string(),
+            retry_after_ms: retry_after.as_millis() as u64,
+        },
         RestError::ListenKeyRetired => RestFailure::Rejected {
             code: 410,
             msg: e.to_string(),
@@ -250,6 +253,58 @@ async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
     }
 }
 
+/// The ledger lives on its own thread: SQLite writes never stall the event loop.
+struct LedgerWriter {
+    tx: Option<std::sync::mpsc::Sender<Record>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LedgerWriter {
+    fn start(ledger: crate::ledger::Ledger, started_ms: u64) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Record>();
+        let thread = std::thread::Builder::new()
+            .name("mmd-ledger".into())
+            .spawn(move || {
+                let _ = ledger.record_run_start(started_ms);
+                for r in rx {
+                    let res = match &r {
+                        Record::Fill(f) => ledger.record_fill(f).map(|_| ()),
+                        Record::Order(o) => ledger.record_order_event(o),
+                        Record::Mark { symbol, mark } => ledger.record_mark(symbol, *mark),
+                        Record::Market {
+                            symbol,
+                            base_asset,
+                            quote_asset,
+                        } => ledger.record_market(symbol, base_asset, quote_asset),
+                    };
+                    if let Err(e) = res {
+                        error!(event = "ledger_error", error = %e, "ledger write failed");
+                    }
+                }
+                let _ = ledger.record_run_stop(started_ms, now_ms());
+            })
+            .ok();
+        LedgerWriter {
+            tx: Some(tx),
+            thread,
+        }
+    }
+
+    fn send(&self, r: Record) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(r);
+        }
+    }
+
+    /// Writes what is queued and closes the database.
+    fn finish(mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Runs the daemon until stopped. Returns the process exit code.
 pub async fn run(
     cfg: Config,
@@ -298,8 +353,22 @@ pub async fn run(
     settings.stale_after_ms = cfg.streams.stale_after.as_millis() as u64;
     settings.resync_interval_ms = cfg.engine.resync_interval.as_millis() as u64;
     settings.orphan_policy = cfg.engine.orphan_orders;
+    let ledger = crate::ledger::Ledger::open(&cfg.storage_path)
+        .with_context(|| format!("storage.path {}", cfg.storage_path.display()))?;
+    let mut last_ids = Vec::new();
+    for s in &setups {
+        let _ = ledger.record_market(&s.config.symbol, &s.base_asset, &s.quote_asset);
+        if let Some(id) = ledger.last_trade_id(&s.config.symbol)? {
+            last_ids.push((s.config.symbol.clone(), id));
+        }
+    }
+    if !last_ids.is_empty() {
+        info!(event = "ledger_loaded", last_trade_ids = ?last_ids, "ledger read: trades after these are recovered from the exchange");
+    }
     let mut engine =
         Engine::new(settings, setups, metrics.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    engine.seed_trade_ids(last_ids);
+    let ledger = LedgerWriter::start(ledger, now_ms());
 
     let stream_settings = StreamSettings {
         stream_url: venue.stream_url.clone(),
@@ -417,6 +486,7 @@ pub async fn run(
                     break 'main;
                 }
                 Command::SetMarketSymbols(symbols) => market.update_symbols(symbols),
+                Command::Record(r) => ledger.send(r),
                 Command::Place(p) => {
                     if !ready_sent {
                         ready_sent = true;
@@ -430,6 +500,7 @@ pub async fn run(
     }
 
     if at_once {
+        ledger.finish();
         return Ok(exit_code);
     }
     info!(
@@ -447,6 +518,7 @@ pub async fn run(
         warn!(event = "close_timeout", "streams did not close in time");
     }
     stop_token.cancel();
+    ledger.finish();
     if let Some(sim) = venue.sim {
         sim.shutdown().await;
     }
@@ -633,7 +705,10 @@ impl Io {
                         result: r.map_err(|e| failure(&e)),
                     }
                 }
-                Command::Place(_) | Command::SetMarketSymbols(_) | Command::Exit { .. } => return,
+                Command::Place(_)
+                | Command::SetMarketSymbols(_)
+                | Command::Record(_)
+                | Command::Exit { .. } => return,
             };
             let _ = me.tx.send(input);
         });

@@ -5,6 +5,7 @@ use std::time::Instant;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
+use super::io::Record;
 use super::io::*;
 use super::orders::OrderState;
 use super::{Engine, EngineSettings};
@@ -661,4 +662,80 @@ fn reload_adds_and_removes_markets() {
     }
     h.feed(Input::Tick);
     assert_eq!(h.e.symbols(), vec!["ETHUSDT".to_owned()]);
+}
+
+#[test]
+fn a_refused_request_pauses_sending_instead_of_looping() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+    let c = h.feed(Input::Placed {
+        client_id: bid.client_id.clone(),
+        result: Err(RestFailure::NotSent {
+            reason: "throttled".into(),
+            retry_after_ms: 2_000,
+        }),
+    });
+    assert!(places(&c).is_empty(), "re-placed at once: {c:?}");
+    h.now += 1_000;
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+    h.now += 1_500;
+    let c = places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10))));
+    assert!(c.iter().any(|o| o.side == Side::Buy), "{c:?}");
+}
+
+#[test]
+fn after_a_fill_the_next_quote_on_that_side_goes_behind_the_traded_price() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+    h.feed(ack(&bid, 7));
+    let c = h.feed(exec(
+        &bid,
+        7,
+        ExecType::Trade,
+        OrderStatus::Filled,
+        bid.qty,
+        bid.qty,
+        1,
+        2,
+    ));
+    for o in places(&c) {
+        if o.side == Side::Buy {
+            assert!(
+                o.price < bid.price,
+                "new bid {} at or above the price just traded {}",
+                o.price,
+                bid.price
+            );
+        }
+    }
+    // Fills are recorded for the ledger.
+    assert!(c.iter().any(|c| matches!(c, Command::Record(Record::Fill(f)) if f.trade_id == 1 && f.client_order_id == bid.client_id)), "{c:?}");
+}
+
+#[test]
+fn never_quotes_through_our_own_resting_order() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    for o in &p {
+        h.feed(ack(o, if o.side == Side::Buy { 1 } else { 2 }));
+    }
+    let ask = p.iter().find(|o| o.side == Side::Sell).unwrap().clone();
+    // The market jumps far up: the old ask must go before a bid above it is placed.
+    h.now += 100;
+    let c = h.feed(ticker("BTCUSDT", dec!(105.00), dec!(105.10)));
+    assert!(
+        c.contains(&Command::Cancel {
+            symbol: "BTCUSDT".into(),
+            client_id: ask.client_id.clone()
+        }),
+        "{c:?}"
+    );
+    assert!(
+        places(&c)
+            .iter()
+            .all(|o| !(o.side == Side::Buy && o.price >= ask.price)),
+        "{c:?}"
+    );
 }

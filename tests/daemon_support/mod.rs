@@ -15,7 +15,7 @@ pub const API_KEY: &str = "testkeyAbCdEf0123456789testkeyAbCdEf";
 pub const API_SECRET: &str = "testsecretQwErTy9876543210testsecretQwErTy";
 
 pub fn market_file(symbol: &str, qty: &str) -> String {
-    market_file_with(symbol, qty, "bid_spread_bps = 5\nask_spread_bps = 5\n")
+    market_file_with(symbol, qty, "bid_spread_bps = 8\nask_spread_bps = 8\n")
 }
 
 /// A spread market with the given strategy lines (spreads, levels).
@@ -113,6 +113,9 @@ level = "info"
 
 [metrics]
 listen = "{metrics_addr}"
+
+[storage]
+path = "mmd.sqlite"
 
 [engine]
 tick_interval = "100ms"
@@ -287,6 +290,11 @@ shutdown_timeout = "8s"
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // MMD_TEST_KEEP_LOGS=<dir> keeps each daemon's log for a post-mortem.
+        if let Some(dir) = std::env::var_os("MMD_TEST_KEEP_LOGS") {
+            let name = format!("mmd-{}.log", self.metrics_addr.port());
+            let _ = std::fs::copy(&self.log_path, std::path::Path::new(&dir).join(name));
+        }
         if let Some(c) = self.child.as_mut()
             && let Ok(None) = c.try_wait()
         {
@@ -328,7 +336,10 @@ pub async fn touch(sim: &SimHandle, symbol: &str) -> (Decimal, Decimal) {
             let mut out = Vec::new();
             if mmd::binance::decode::decode_market_frame(&t, &wanted, &mut out).is_ok() {
                 for e in out {
-                    if let mmd::binance::types::MarketEvent::Ticker(t) = e {
+                    if let mmd::binance::types::MarketEvent::Ticker(t) = e
+                        && t.best_bid > Decimal::ZERO
+                        && t.best_ask > t.best_bid
+                    {
                         return (t.best_bid, t.best_ask);
                     }
                 }
