@@ -303,7 +303,7 @@ pub async fn run_scenario(fault: Fault, seed: u64) -> Outcome {
             let before = fills(&d).await;
             let trading = d
                 .poll_until(Duration::from_secs(20), || async {
-                    fills(&d).await >= before + 3.0
+                    fills(&d).await >= before + 10.0
                 })
                 .await;
             if !trading {
@@ -372,6 +372,15 @@ async fn end_checks(d: &mut Daemon, o: &mut Outcome) {
             o.orphan_orders += unknown.len();
             o.fail(format!(
                 "orders at the exchange the daemon lost: {unknown:?}"
+            ));
+        }
+        let agree = d
+            .poll_until(wait, || async { phantom_orders(d).await.is_empty() })
+            .await;
+        if !agree {
+            o.fail(format!(
+                "orders the daemon believes open but the exchange does not have: {:?}",
+                phantom_orders(d).await
             ));
         }
         if let Err(why) = fault_visible(o.fault, d).await {
@@ -477,6 +486,33 @@ async fn unknown_orders(d: &Daemon) -> Vec<String> {
             out.push(format!(
                 "{symbol} {side}: {n} at the exchange, daemon counts {daemon}"
             ));
+        }
+    }
+    out
+}
+
+/// Orders the daemon counts as possibly open that the exchange does not have (it would
+/// never re-quote that level): per symbol and side, daemon count minus exchange count.
+async fn phantom_orders(d: &Daemon) -> Vec<String> {
+    let open = d.open_orders();
+    let metrics = d.metrics().await;
+    let mut out = Vec::new();
+    for (symbol, _) in MARKETS {
+        for side in ["BUY", "SELL"] {
+            let at_exchange = open
+                .iter()
+                .filter(|o| o.symbol == *symbol && o.side.as_str() == side)
+                .count();
+            let daemon = metric_in(
+                &metrics,
+                "mmd_open_orders",
+                Some(&format!("symbol=\"{symbol}\",side=\"{side}\"")),
+            ) as usize;
+            if daemon > at_exchange {
+                out.push(format!(
+                    "{symbol} {side}: daemon counts {daemon} open, the exchange has {at_exchange}"
+                ));
+            }
         }
     }
     out
