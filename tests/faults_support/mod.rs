@@ -440,8 +440,22 @@ async fn end_checks(d: &mut Daemon, o: &mut Outcome) {
         o.fail("daemon panicked");
     }
     if !(o.fills_lost == 0 && o.fills_doubled == 0) {
+        let counted: BTreeSet<(String, i64)> = if o.fault == Fault::Kill9 {
+            ledger.iter().cloned().collect()
+        } else {
+            d.log_events("fill")
+                .iter()
+                .filter_map(|v| {
+                    Some((
+                        v.get("symbol")?.as_str()?.to_owned(),
+                        v.get("trade_id")?.as_i64()?,
+                    ))
+                })
+                .collect()
+        };
+        let lost: Vec<_> = exchange.difference(&counted).take(8).collect();
         o.fail(format!(
-            "fills: {} lost, {} doubled",
+            "fills: {} lost (e.g. {lost:?}), {} doubled",
             o.fills_lost, o.fills_doubled
         ));
     }
