@@ -275,7 +275,9 @@ impl LedgerWriter {
                             symbol,
                             base_asset,
                             quote_asset,
-                        } => ledger.record_market(symbol, base_asset, quote_asset),
+                        } => ledger
+                            .record_market(symbol, base_asset, quote_asset)
+                            .and_then(|_| ledger.record_market_since(symbol, now_ms())),
                     };
                     if let Err(e) = res {
                         error!(event = "ledger_error", error = %e, "ledger write failed");
@@ -356,8 +358,15 @@ pub async fn run(
     let ledger = crate::ledger::Ledger::open(&cfg.storage_path)
         .with_context(|| format!("storage.path {}", cfg.storage_path.display()))?;
     let mut last_ids = Vec::new();
+    let mut history_starts = Vec::new();
+    // In exchange time: it is compared with trade times.
+    let started = rest.server_time_ms();
     for s in &setups {
         let _ = ledger.record_market(&s.config.symbol, &s.base_asset, &s.quote_asset);
+        let _ = ledger.record_market_since(&s.config.symbol, started);
+        if let Some(since) = ledger.market_since(&s.config.symbol)? {
+            history_starts.push((s.config.symbol.clone(), since));
+        }
         if let Some(id) = ledger.last_trade_id(&s.config.symbol)? {
             last_ids.push((s.config.symbol.clone(), id));
         }
@@ -368,6 +377,7 @@ pub async fn run(
     let mut engine =
         Engine::new(settings, setups, metrics.clone()).map_err(|e| anyhow::anyhow!(e))?;
     engine.seed_trade_ids(last_ids);
+    engine.seed_history_starts(history_starts);
     let ledger = LedgerWriter::start(ledger, now_ms());
 
     let stream_settings = StreamSettings {
