@@ -96,6 +96,7 @@ impl H {
 
 fn snapshot(trades: Vec<MyTrade>) -> Snapshot {
     Snapshot {
+        symbol_status: Vec::new(),
         account: Account {
             update_time: 0,
             balances: vec![
