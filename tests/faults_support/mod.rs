@@ -89,6 +89,8 @@ impl Fault {
                 cfg.max_connection_age = Duration::from_secs(3);
                 extra.push_str("# compressed 24 h rule\n");
             }
+            // A halt shows only in exchangeInfo while our orders rest: resync it often.
+            Fault::SymbolHalted => extra.push_str("resync_interval = \"2s\"\n"),
             Fault::RateLimit => {
                 cfg.rate_limits.requests_before_ban = 2;
                 cfg.rate_limits.ban_duration = Duration::from_millis(1_500 + rng.below(1_000));
@@ -863,17 +865,51 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
             let status = ["HALT", "BREAK"][rng.below(2) as usize];
             d.sim.set_symbol_status("ETHUSDT", status);
             o.injections += 1;
-            // BTCUSDT keeps trading; ETHUSDT must not spin on rejections.
+            // The daemon stops quoting ETHUSDT, says why, and cancels what rests there.
+            if !d
+                .poll_until(Duration::from_secs(12), || async {
+                    !d.log_events("market_closed").is_empty()
+                        && d.open_orders().iter().all(|o| o.symbol != "ETHUSDT")
+                })
+                .await
+            {
+                o.fail("halted market: no market_closed, or its orders left resting");
+            }
+            // BTCUSDT keeps trading; ETHUSDT does not spin on rejections meanwhile.
             let before = fills(d).await;
             if !d
                 .poll_until(Duration::from_secs(15), || async {
-                    fills(d).await > before
+                    fills(d).await >= before + 3.0
                 })
                 .await
             {
                 o.fail("the other market stopped trading");
             }
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            let rejected = |d: &Daemon| {
+                d.log_events("order_rejected")
+                    .iter()
+                    .filter(|v| v.get("symbol").and_then(|s| s.as_str()) == Some("ETHUSDT"))
+                    .count()
+            };
+            let halted_for = rng.millis(2_500, 4_000);
+            tokio::time::sleep(halted_for).await;
+            // One probe (a bid and an ask) per back-off step: 2 s, 4 s, ...
+            if rejected(d) > 6 {
+                o.fail(format!(
+                    "{} ETHUSDT rejections in {halted_for:?} of halt: retrying too often",
+                    rejected(d)
+                ));
+            }
+            d.sim.set_symbol_status("ETHUSDT", "TRADING");
+            if !d
+                .poll_until(Duration::from_secs(20), || async {
+                    !d.log_events("market_reopened").is_empty()
+                        && d.open_orders().iter().any(|o| o.symbol == "ETHUSDT")
+                })
+                .await
+            {
+                o.fail("ETHUSDT not quoted again after it reopened");
+            }
         }
     }
 }
