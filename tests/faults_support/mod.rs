@@ -203,42 +203,34 @@ pub async fn run_kind(fault: Fault) {
     );
 }
 
-/// The summary table, one row per fault kind.
+/// The summary table, one row per fault kind. "survived": the daemon kept running
+/// through the fault and exited 0 on SIGTERM; "clean": every end-state check held.
 pub fn table(outcomes: &[Outcome]) -> String {
-    let mut rows: BTreeMap<Fault, [usize; 6]> = BTreeMap::new();
-    for o in outcomes {
-        let r = rows.entry(o.fault).or_default();
-        r[0] += o.injections as usize;
-        r[1] += usize::from(o.clean());
-        r[2] += o.fills_lost;
-        r[3] += o.fills_doubled;
-        r[4] += o.orphan_orders;
-        r[5] += o.balance_mismatches;
-    }
-    let runs = |f: Fault| outcomes.iter().filter(|o| o.fault == f).count();
-    let fills = |f: Fault| -> usize {
-        outcomes
-            .iter()
-            .filter(|o| o.fault == f)
-            .map(|o| o.trades)
-            .sum()
-    };
     let mut s = String::from(
-        "| fault | runs | injections | survived | fills (exchange) | fills lost | fills doubled | orphan orders | balance mismatches |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| fault | runs | injections | survived | clean | fills at exchange | fills lost | fills doubled | orphan orders | balance mismatches |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (f, r) in &rows {
+    for f in ALL {
+        let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.fault == f).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let sum = |g: &dyn Fn(&Outcome) -> usize| runs.iter().map(|o| g(o)).sum::<usize>();
         s.push_str(&format!(
-            "| {} | {} | {} | {}/{} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} |\n",
             f.name(),
-            runs(*f),
-            r[0],
-            r[1],
-            runs(*f),
-            fills(*f),
-            r[2],
-            r[3],
-            r[4],
-            r[5]
+            runs.len(),
+            sum(&|o| o.injections as usize),
+            sum(&|o| usize::from(
+                o.survived && !o.failures.iter().any(|f| f.starts_with("SIGTERM"))
+            )),
+            runs.len(),
+            sum(&|o| usize::from(o.clean())),
+            runs.len(),
+            sum(&|o| o.trades),
+            sum(&|o| o.fills_lost),
+            sum(&|o| o.fills_doubled),
+            sum(&|o| o.orphan_orders),
+            sum(&|o| o.balance_mismatches),
         ));
     }
     s
