@@ -75,20 +75,6 @@ struct Market {
     killed: bool,
     /// No new orders before this (after a rejection).
     paused_until_ms: u64,
-    /// The exchange said the market is not trading: the current wait before the next
-    /// probe (0 while the market trades).
-    closed_retry_ms: u64,
-}
-
-/// First and longest wait between probes of a market the exchange reports closed: a
-/// halt can last hours, so a rejection every second would only burn the order budget.
-const MARKET_CLOSED_FIRST_RETRY_MS: u64 = 2_000;
-const MARKET_CLOSED_MAX_RETRY_MS: u64 = 60_000;
-
-/// Binance's "Market is closed." (-2010 / -1013): the symbol is halted, in a break or
-/// cancel-only; quoting it is pointless until it trades again.
-fn is_market_closed(msg: &str) -> bool {
-    msg.to_ascii_lowercase().contains("market is closed")
 }
 
 impl Market {
@@ -108,7 +94,6 @@ impl Market {
             removing: false,
             killed: false,
             paused_until_ms: 0,
-            closed_retry_ms: 0,
         })
     }
 }
@@ -351,7 +336,7 @@ impl Engine {
                     && let Some(o) = self.orders.get(client_id)
                     && let Some(m) = self.markets.get_mut(&o.symbol)
                 {
-                    m.paused_until_ms = m.paused_until_ms.max(self.now_ms + 1_000);
+                    m.paused_until_ms = self.now_ms + 1_000;
                 }
             }
             _ => {}
@@ -639,54 +624,6 @@ impl Engine {
     }
 
     /// Cancels every order of a symbol that may rest (stale data, kill switch, removal).
-    /// The exchange refuses orders because the market is not trading: cancel what rests
-    /// (it would meet the reopening at stale prices) and probe again later, backing off.
-    fn on_market_closed(&mut self, symbol: &str, reason: &str) {
-        let now = self.now_ms;
-        let Some(m) = self.markets.get_mut(symbol) else {
-            return;
-        };
-        // Several rejections of one probe (bid and ask) count as one.
-        if now < m.paused_until_ms && m.closed_retry_ms > 0 && m.paused_until_ms > now + 1_000 {
-            return;
-        }
-        let first = m.closed_retry_ms == 0;
-        m.closed_retry_ms =
-            (m.closed_retry_ms * 2).clamp(MARKET_CLOSED_FIRST_RETRY_MS, MARKET_CLOSED_MAX_RETRY_MS);
-        m.paused_until_ms = now + m.closed_retry_ms;
-        let retry_in_ms = m.closed_retry_ms;
-        if first {
-            warn!(
-                event = "market_closed",
-                symbol,
-                reason,
-                retry_in_ms,
-                "the exchange says this market is not trading: its quotes are canceled, quoting is probed again later"
-            );
-        } else {
-            info!(
-                event = "market_still_closed",
-                symbol, retry_in_ms, "market still not trading"
-            );
-        }
-        self.cancel_symbol_orders(symbol, "market_closed");
-    }
-
-    /// exchangeInfo says a market we stopped as closed trades again: quote at once.
-    fn on_market_trading(&mut self, symbol: &str) {
-        let now = self.now_ms;
-        if let Some(m) = self.markets.get_mut(symbol)
-            && m.closed_retry_ms > 0
-        {
-            m.closed_retry_ms = 0;
-            m.paused_until_ms = now;
-            info!(
-                event = "market_reopened",
-                symbol, "the market trades again: quoting resumes"
-            );
-        }
-    }
-
     fn cancel_symbol_orders(&mut self, symbol: &str, reason: &str) {
         let ids: Vec<String> = self
             .orders
@@ -1083,20 +1020,11 @@ impl Engine {
                     );
                 }
                 self.apply_rest(cid, trigger, resp.executed_qty, None);
-                if let Some(m) = self.markets.get_mut(&symbol)
-                    && m.closed_retry_ms > 0
-                {
-                    m.closed_retry_ms = 0;
-                    info!(event = "market_reopened", symbol = %symbol, "the exchange accepts orders again: quoting resumes");
-                }
             }
             Err(RestFailure::Rejected { code, msg })
             | Err(RestFailure::UnknownOrder { code, msg }) => {
                 info!(event = "rejection_reason", symbol = %symbol, client_order_id = %cid, code, reason = %msg, "why the exchange rejected it");
                 self.apply_rest(cid, Trigger::Rejected, None, Some(&code.to_string()));
-                if is_market_closed(&msg) {
-                    self.on_market_closed(&symbol, &msg);
-                }
             }
             Err(RestFailure::OutcomeUnknown(why)) => {
                 warn!(event = "order_unknown", symbol = %symbol, client_order_id = %cid, reason = %why, "placement outcome unknown: will query, never re-place");
@@ -1286,13 +1214,6 @@ impl Engine {
             self.now_ms,
         );
         self.publish_balances();
-        for (symbol, status) in &snap.symbol_status {
-            if status == "TRADING" {
-                self.on_market_trading(symbol);
-            } else {
-                self.on_market_closed(symbol, &format!("exchangeInfo status {status}"));
-            }
-        }
         for (symbol, mut trades) in snap.trades {
             trades.sort_by_key(|t| t.id);
             if self.seed_request.contains(&symbol) {

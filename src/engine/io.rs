@@ -102,9 +102,6 @@ pub struct Snapshot {
     pub as_of_ms: u64,
     pub open_orders: Vec<(String, Vec<OrderResponse>)>,
     pub trades: Vec<(String, Vec<MyTrade>)>,
-    /// exchangeInfo status (TRADING, HALT, BREAK, ...) of each resynced symbol: a halt
-    /// shows nowhere else while our orders just rest.
-    pub symbol_status: Vec<(String, String)>,
 }
 
 /// A market as it starts: its config plus what exchangeInfo says about its symbol.

@@ -738,13 +738,6 @@ async fn resync(
     } else {
         requested
     };
-    let info = rest.exchange_info().await?;
-    let symbol_status = info
-        .symbols
-        .iter()
-        .filter(|s| trades_from.iter().any(|(t, _)| *t == s.symbol))
-        .map(|s| (s.symbol.clone(), s.status.clone()))
-        .collect();
     let mut open_orders = Vec::new();
     let mut trades = Vec::new();
     for (symbol, from) in trades_from {
@@ -775,7 +768,6 @@ async fn resync(
         as_of_ms,
         open_orders,
         trades,
-        symbol_status,
     })
 }
 

@@ -96,7 +96,6 @@ impl H {
 
 fn snapshot(trades: Vec<MyTrade>) -> Snapshot {
     Snapshot {
-        symbol_status: Vec::new(),
         account: Account {
             update_time: 0,
             balances: vec![
