@@ -1262,16 +1262,11 @@ mod tests {
         }
     }
 
-    fn ticker(
-        e: u64,
-        bid: &str,
-        bid_qty: &str,
-        ask: &str,
-        ask_qty: &str,
-        last: &str,
-        last_qty: &str,
-        trade_id: i64,
-    ) -> String {
+    /// A 24hrTicker frame: `book` is [bid, bid qty, ask, ask qty], `trade` the last trade's
+    /// (price, qty) and `trade_id` its id.
+    fn ticker(e: u64, book: [&str; 4], trade: (&str, &str), trade_id: i64) -> String {
+        let [bid, bid_qty, ask, ask_qty] = book;
+        let (last, last_qty) = trade;
         format!(
             r#"{{"e":"24hrTicker","E":{e},"s":"TESTUSDT","b":"{bid}","B":"{bid_qty}","a":"{ask}","A":"{ask_qty}","c":"{last}","Q":"{last_qty}","L":{trade_id}}}"#
         )
@@ -1295,15 +1290,18 @@ mod tests {
     fn an_order_at_the_touch_waits_behind_the_displayed_size() {
         let mut lines = vec![
             // Our bid joins 100.00 behind 5 displayed.
-            ticker(1_000, "100.00", "5", "100.02", "5", "100.01", "1", 1),
+            ticker(1_000, ["100.00", "5", "100.02", "5"], ("100.01", "1"), 1),
             // A 3 lot sells into the bid: it all goes to the queue ahead of us.
-            ticker(2_000, "100.00", "2", "100.02", "5", "100.00", "3", 2),
+            ticker(2_000, ["100.00", "2", "100.02", "5"], ("100.00", "3"), 2),
         ];
         let r = run_lines(&lines, 0);
         assert_eq!(r.fills, 0, "{r:?}");
         // A 2.5 lot: 2 for the rest of the queue ahead, 0.5 for us, at our price.
         lines.push(ticker(
-            3_000, "99.99", "4", "100.02", "5", "100.00", "2.5", 3,
+            3_000,
+            ["99.99", "4", "100.02", "5"],
+            ("100.00", "2.5"),
+            3,
         ));
         let r = run_lines(&lines, 0);
         assert_eq!(
@@ -1312,7 +1310,12 @@ mod tests {
         );
         assert_eq!(r.final_inventory, dec!(0.5));
         // The market trades through the (requoted) bid: the ask falls to 99.98.
-        lines.push(ticker(4_000, "99.97", "4", "99.98", "5", "99.99", "0.1", 3));
+        lines.push(ticker(
+            4_000,
+            ["99.97", "4", "99.98", "5"],
+            ("99.99", "0.1"),
+            3,
+        ));
         let r = run_lines(&lines, 0);
         assert!(r.fills >= 2, "{r:?}");
         assert!(r.final_inventory > dec!(0.5), "{r:?}");
@@ -1322,10 +1325,10 @@ mod tests {
     #[test]
     fn order_latency_keeps_orders_out_of_the_book_until_they_arrive() {
         let lines = vec![
-            ticker(1_000, "100.00", "5", "100.02", "5", "100.01", "1", 1),
-            ticker(2_000, "100.00", "2", "100.02", "5", "100.00", "3", 2),
-            ticker(3_000, "99.99", "4", "100.02", "5", "100.00", "2.5", 3),
-            ticker(4_000, "99.97", "4", "99.98", "5", "99.99", "0.1", 3),
+            ticker(1_000, ["100.00", "5", "100.02", "5"], ("100.01", "1"), 1),
+            ticker(2_000, ["100.00", "2", "100.02", "5"], ("100.00", "3"), 2),
+            ticker(3_000, ["99.99", "4", "100.02", "5"], ("100.00", "2.5"), 3),
+            ticker(4_000, ["99.97", "4", "99.98", "5"], ("99.99", "0.1"), 3),
         ];
         let r = run_lines(&lines, 10_000);
         assert_eq!((r.fills, r.orders_placed), (0, 0), "{r:?}");
