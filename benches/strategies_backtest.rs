@@ -39,6 +39,7 @@ fn bench(c: &mut Criterion) {
             maker_fee: dec!(0.001),
             order_latency_ms: 5,
             feed_latency_ms: 5,
+            feed_interval_ms: 0,
         };
         let check = run_market(
             &cfg,
@@ -50,14 +51,24 @@ fn bench(c: &mut Criterion) {
             check.fills > 0,
             "{name} must trade in the benchmark: {check:?}"
         );
-        group.bench_function(format!("{name}/random_walk_1h"), |b| {
-            b.iter(|| {
-                let strategy =
-                    strategies::build(name, toml::Value::Table(market.strategy_params.clone()))
-                        .unwrap();
-                black_box(run_market(&cfg, &market, strategy, black_box(&events)))
-            })
-        });
+        // Every book update to the strategy (bookTicker), and the 1 s `!ticker@arr` cadence.
+        for (feed, interval_ms) in [("book_ticker", 0), ("ticker_1s", 1_000)] {
+            let cfg = BacktestConfig {
+                markets: Vec::new(),
+                maker_fee: cfg.maker_fee,
+                order_latency_ms: cfg.order_latency_ms,
+                feed_latency_ms: cfg.feed_latency_ms,
+                feed_interval_ms: interval_ms,
+            };
+            group.bench_function(format!("{name}/{feed}/random_walk_1h"), |b| {
+                b.iter(|| {
+                    let strategy =
+                        strategies::build(name, toml::Value::Table(market.strategy_params.clone()))
+                            .unwrap();
+                    black_box(run_market(&cfg, &market, strategy, black_box(&events)))
+                })
+            });
+        }
     }
     group.finish();
 }
