@@ -1,4 +1,4 @@
-//! The `mmd` command line: `run`, `check` (and `sim` once the simulator lands).
+//! The `mmd` command line: `run`, `check`, `sim`, `report`, `health`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +24,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the embedded exchange simulator standalone.
+    Sim(mmd::sim::cli::SimArgs),
     /// PnL, fees, volume and inventory per market, from the ledger.
     Report(mmd::report::ReportArgs),
     /// Probe a running daemon's /health (for container health checks): exit 0 when healthy.
@@ -45,17 +47,77 @@ fn main() -> ExitCode {
             }
         },
         Command::Health { url } => health(&url),
-        Command::Run { config } => match mmd::config::Config::load(&config) {
-            Ok(_) => {
-                eprintln!("mmd run: not wired yet");
-                ExitCode::from(1)
+        Command::Run { config } => run(&config),
+        Command::Sim(args) => {
+            mmd::logging::init(mmd::config::LogFormat::Pretty, "info");
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(mmd::sim::cli::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
     }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match mmd::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = config.load_credentials() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    mmd::logging::init(config.log.format, &config.log.level);
+    tracing::info!(event = "config_loaded", summary = %config.summary(), "config loaded");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Err(e) = mmd::engine::runner::spawn_signal_forwarder(tx.clone()) {
+            tracing::error!(error = %e, "signals");
+            return 1;
+        }
+        // Keep the sender alive for the whole run: a closed channel means "stop".
+        let _keep = tx;
+        match mmd::engine::runner::run(config, rx, mmd::metrics::Metrics::new()).await {
+            Ok(code) => code,
+            Err(e) => {
+                if let Some(fatal) = e.downcast_ref::<mmd::engine::runner::FatalConfig>() {
+                    tracing::error!(event = "config_error", error = %fatal, "refused");
+                    eprintln!("error: {fatal}");
+                    2
+                } else {
+                    tracing::error!(event = "fatal", error = %format!("{e:#}"), "mmd failed");
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
+        }
+    });
+    // Do not wait for lingering tasks (a hung request): the state is settled.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

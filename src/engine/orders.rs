@@ -190,6 +190,10 @@ pub struct Order {
     pub terminal_since_ms: Option<u64>,
     /// A query by client order id is in flight.
     pub query_in_flight: bool,
+    /// A cancel request is in flight.
+    pub cancel_in_flight: bool,
+    /// A query is due (Unknown placement, inconclusive cancel, missing from openOrders).
+    pub query_due: bool,
     /// Earliest time the next query may be sent (queries are paced, never in a tight loop).
     pub next_query_ms: u64,
     pub not_found_count: u32,
@@ -218,6 +222,7 @@ impl Applied {
 }
 
 impl Order {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client_id: String,
         symbol: String,
@@ -244,6 +249,8 @@ impl Order {
             final_by_stream: false,
             terminal_since_ms: None,
             query_in_flight: false,
+            cancel_in_flight: false,
+            query_due: false,
             next_query_ms: 0,
             not_found_count: 0,
             seen_exec_ids: Vec::new(),

@@ -128,6 +128,58 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Same gate as REST, for the WebSocket API: Err((status, message, retry-after seconds)).
+    pub(crate) fn gate_pub(
+        &self,
+        weight: u32,
+        limit: u32,
+        forced: Option<Instant>,
+        sh: &Shared,
+    ) -> Result<u32, (u16, String, u64)> {
+        match self.gate(weight, limit, forced, sh) {
+            Gate::Pass { used_weight } => Ok(used_weight),
+            Gate::Limited { retry_after, .. } => Err((
+                429,
+                format!(
+                    "Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."
+                ),
+                retry_after,
+            )),
+            Gate::Banned {
+                until_ms,
+                retry_after,
+            } => Err((
+                418,
+                format!(
+                    "Way too much request weight used; IP banned until {until_ms}. Please use WebSocket Streams for live updates to avoid bans."
+                ),
+                retry_after,
+            )),
+        }
+    }
+
+    pub(crate) fn count_order_pub(
+        &self,
+        account: u32,
+        per_10s: u32,
+        per_day: u32,
+    ) -> Result<(), &'static str> {
+        self.count_order(account, per_10s, per_day)
+    }
+
+    pub(crate) fn order_counts_pub(&self, account: u32) -> (u32, u32) {
+        self.order_counts(account)
+    }
+
+    pub(crate) fn used_weight(&self) -> u32 {
+        let s = self.inner.lock();
+        if s.minute == wall_ms() / 60_000 {
+            s.weight
+        } else {
+            0
+        }
+    }
+
     fn order_counts(&self, account: u32) -> (u32, u32) {
         let now = wall_ms();
         let s = self.inner.lock();

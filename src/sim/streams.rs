@@ -362,17 +362,17 @@ fn handle_control(sh: &Shared, text: &str, streams: &mut Vec<(String, MarketStre
 }
 
 /// Applies the user-event faults (delay, duplicate, reorder) in front of a socket.
-pub(crate) struct UserEventShaper {
-    held: Option<(Arc<UserEvent>, tokio::time::Instant)>,
+pub(crate) struct UserEventShaper<T> {
+    held: Option<(T, tokio::time::Instant)>,
 }
 
-impl UserEventShaper {
+impl<T: Clone> UserEventShaper<T> {
     pub fn new() -> Self {
         Self { held: None }
     }
 
     /// Frames to send now for `ev`, in order.
-    pub async fn shape(&mut self, sh: &Shared, ev: Arc<UserEvent>) -> Vec<Arc<UserEvent>> {
+    pub async fn shape(&mut self, sh: &Shared, ev: T) -> Vec<T> {
         let plan = sh.faults.user_event_plan();
         if let Some(d) = plan.delay {
             tokio::time::sleep(d).await;
@@ -397,7 +397,7 @@ impl UserEventShaper {
         self.held.as_ref().map(|(_, t)| *t)
     }
 
-    pub fn release(&mut self) -> Option<Arc<UserEvent>> {
+    pub fn release(&mut self) -> Option<T> {
         self.held.take().map(|(e, _)| e)
     }
 }
@@ -426,7 +426,7 @@ async fn user_conn(
     };
     let mut life = Lifecycle::new(&sh);
     let mut shutdown = sh.shutdown.subscribe();
-    let mut shaper = UserEventShaper::new();
+    let mut shaper = UserEventShaper::<Arc<UserEvent>>::new();
     let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let reason: &'static str = 'conn: loop {
         tokio::select! {

@@ -248,9 +248,13 @@ pub fn build<'de, D: Deserializer<'de>>(
     }
 }
 
-/// Basis points as a fraction: 10 bps = 0.001.
+/// One basis point, 0.0001.
+pub(crate) const BPS: Decimal = Decimal::from_parts(1, 0, 0, false, 4);
+
+/// Basis points as a fraction: 10 bps = 0.001. A multiplication, not a division: this sits on
+/// the quoting hot path and Decimal division is several times slower.
 pub(crate) fn bps(x: Decimal) -> Decimal {
-    x / Decimal::from(10_000)
+    x * BPS
 }
 
 #[cfg(test)]

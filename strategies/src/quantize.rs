@@ -5,14 +5,26 @@
 //! Quotes the exchange would reject (below min qty / min notional) are dropped rather than
 //! bumped up, because bumping would exceed the size the strategy and risk layer agreed on.
 
+use rust_decimal::RoundingStrategy;
+
 use crate::{Balances, Context, Decimal, DesiredQuotes, MarketSnapshot, Quote, Side, SymbolRules};
+
+/// `Some(dp)` when `step` is 10^-dp (0.01, 0.001, 1, ...), as nearly every Binance tick and
+/// step is: rounding to decimal places then needs no division.
+fn decimal_places_of(step: Decimal) -> Option<u32> {
+    let n = step.normalize();
+    (n.mantissa() == 1).then(|| n.scale())
+}
 
 /// Round down to a multiple of `step`; a zero step means "no grid".
 pub fn floor_to(x: Decimal, step: Decimal) -> Decimal {
     if step <= Decimal::ZERO {
         return x;
     }
-    (x / step).floor() * step
+    match decimal_places_of(step) {
+        Some(dp) => x.round_dp_with_strategy(dp, RoundingStrategy::ToNegativeInfinity),
+        None => (x / step).floor() * step,
+    }
 }
 
 /// Round up to a multiple of `step`; a zero step means "no grid".
@@ -20,7 +32,10 @@ pub fn ceil_to(x: Decimal, step: Decimal) -> Decimal {
     if step <= Decimal::ZERO {
         return x;
     }
-    (x / step).ceil() * step
+    match decimal_places_of(step) {
+        Some(dp) => x.round_dp_with_strategy(dp, RoundingStrategy::ToPositiveInfinity),
+        None => (x / step).ceil() * step,
+    }
 }
 
 /// The largest grid price strictly below `p`, or `None` without a grid.
@@ -165,6 +180,18 @@ mod tests {
             qty,
             level: 0,
         }
+    }
+
+    #[test]
+    fn rounding_on_decimal_and_other_grids() {
+        assert_eq!(floor_to(dec!(1.239), dec!(0.01)), dec!(1.23));
+        assert_eq!(ceil_to(dec!(1.231), dec!(0.010000)), dec!(1.24));
+        assert_eq!(floor_to(dec!(-1.231), dec!(0.01)), dec!(-1.24));
+        assert_eq!(floor_to(dec!(1239), dec!(10)), dec!(1230));
+        assert_eq!(ceil_to(dec!(1.26), dec!(0.25)), dec!(1.50));
+        assert_eq!(floor_to(dec!(1.26), dec!(0.25)), dec!(1.25));
+        assert_eq!(tick_below(dec!(100.05), dec!(0.01)), Some(dec!(100.04)));
+        assert_eq!(tick_above(dec!(100.05), dec!(0.05)), Some(dec!(100.10)));
     }
 
     #[test]

@@ -181,6 +181,9 @@ pub struct InventorySkew {
     pub skew: Decimal,
 }
 
+const HALF: Decimal = Decimal::from_parts(5, 0, 0, false, 1);
+const PERCENT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+
 pub fn inventory_skew(
     balances: &Balances,
     price: Decimal,
@@ -192,13 +195,18 @@ pub fn inventory_skew(
     if total_value <= Decimal::ZERO || price <= Decimal::ZERO {
         return None;
     }
+    // Portfolio in base units; 12 places are far below any step size and keep the products
+    // below inside Decimal's fast 96-bit path.
+    let total_base = (total_value / price).round_dp(12);
     // The range can never exceed half the portfolio, or one side could never be quoted.
-    let range = range_base.min(total_value / Decimal::TWO / price);
+    let range = range_base.min(total_base * HALF);
     if range <= Decimal::ZERO {
         return None;
     }
-    let target = total_value / price * target_base_pct / Decimal::ONE_HUNDRED;
-    let skew = ((base - target) / range).clamp(Decimal::NEGATIVE_ONE, Decimal::ONE);
+    let target = total_base * target_base_pct * PERCENT;
+    let skew = ((base - target) / range)
+        .round_dp(12)
+        .clamp(Decimal::NEGATIVE_ONE, Decimal::ONE);
     let bid_ratio = Decimal::ONE - skew;
     Some(InventorySkew {
         bid_ratio,
@@ -209,16 +217,42 @@ pub fn inventory_skew(
 
 pub struct SpreadStrategy {
     params: SpreadParams,
+    /// Per level: price multipliers from the reference (1 ∓ spread) and quantity, computed once.
+    levels: Vec<LevelShape>,
+    /// Multipliers of the mid that new quotes may not cross (1 ∓ min_spread).
+    min_bid_factor: Decimal,
+    min_ask_factor: Decimal,
     /// Per side (index `Side as usize`): no new quotes before this time.
     paused_until_ms: [u64; 2],
     /// Buy fills minus sell fills since the last time the two were level (ping-pong).
     ping_pong_balance: i64,
 }
 
+struct LevelShape {
+    level: u32,
+    bid_factor: Decimal,
+    ask_factor: Decimal,
+    qty: Decimal,
+}
+
 impl SpreadStrategy {
     pub fn new(params: SpreadParams) -> Result<Self, StrategyError> {
         params.validate()?;
+        let levels = (0..params.levels)
+            .map(|level| {
+                let extra = Decimal::from(level) * params.level_spread_bps;
+                LevelShape {
+                    level,
+                    bid_factor: Decimal::ONE - bps(params.bid_spread_bps + extra),
+                    ask_factor: Decimal::ONE + bps(params.ask_spread_bps + extra),
+                    qty: params.order_qty + Decimal::from(level) * params.level_qty_step,
+                }
+            })
+            .collect();
         Ok(SpreadStrategy {
+            levels,
+            min_bid_factor: Decimal::ONE - bps(params.min_spread_bps),
+            min_ask_factor: Decimal::ONE + bps(params.min_spread_bps),
             params,
             paused_until_ms: [0; 2],
             ping_pong_balance: 0,
@@ -276,30 +310,29 @@ impl SpreadStrategy {
         let center = reference * (Decimal::ONE + shift);
         let mid = ctx.market.mid();
         let mut quotes = Vec::with_capacity(2 * p.levels as usize);
-        for level in 0..p.levels {
-            let extra = Decimal::from(level) * p.level_spread_bps;
-            let qty = p.order_qty + Decimal::from(level) * p.level_qty_step;
+        for shape in &self.levels {
+            let level = shape.level;
             if sides[Side::Buy as usize] && level >= skip(Side::Buy) {
-                let mut price = center * (Decimal::ONE - bps(p.bid_spread_bps + extra));
+                let mut price = center * shape.bid_factor;
                 if let Some(mid) = mid {
-                    price = price.min(mid * (Decimal::ONE - bps(p.min_spread_bps)));
+                    price = price.min(mid * self.min_bid_factor);
                 }
                 quotes.push(Quote {
                     side: Side::Buy,
                     price,
-                    qty: qty * bid_ratio,
+                    qty: shape.qty * bid_ratio,
                     level,
                 });
             }
             if sides[Side::Sell as usize] && level >= skip(Side::Sell) {
-                let mut price = center * (Decimal::ONE + bps(p.ask_spread_bps + extra));
+                let mut price = center * shape.ask_factor;
                 if let Some(mid) = mid {
-                    price = price.max(mid * (Decimal::ONE + bps(p.min_spread_bps)));
+                    price = price.max(mid * self.min_ask_factor);
                 }
                 quotes.push(Quote {
                     side: Side::Sell,
                     price,
-                    qty: qty * ask_ratio,
+                    qty: shape.qty * ask_ratio,
                     level,
                 });
             }
