@@ -133,6 +133,7 @@ pub struct Engine {
     seeded: HashSet<String>,
     seed_request: HashSet<String>,
     rest_blocked_until_ms: u64,
+    count_since_ms: u64,
     last_mark_ms: u64,
     now_ms: u64,
     out: Vec<Command>,
@@ -179,6 +180,7 @@ impl Engine {
             seeded: HashSet::new(),
             seed_request: HashSet::new(),
             rest_blocked_until_ms: 0,
+            count_since_ms: u64::MAX,
             last_mark_ms: 0,
             now_ms: 0,
             out: Vec::new(),
@@ -212,6 +214,13 @@ impl Engine {
             self.trades.mark_seen(&symbol, id);
             self.seeded.insert(symbol);
         }
+    }
+
+    /// When this daemon (this ledger) first ran: in a symbol's trade history without a
+    /// stored trade id, trades from then on are ours to count (made by a run killed before
+    /// it stored them), older ones are history.
+    pub fn count_trades_since(&mut self, since_ms: u64) {
+        self.count_since_ms = since_ms;
     }
 
     pub fn symbols(&self) -> Vec<String> {
@@ -1206,11 +1215,12 @@ impl Engine {
         for (symbol, mut trades) in snap.trades {
             trades.sort_by_key(|t| t.id);
             if self.seed_request.contains(&symbol) {
-                for t in &trades {
+                let since = self.count_since_ms;
+                for t in trades.iter().filter(|t| t.time < since) {
                     self.trades.mark_seen(&symbol, t.id);
                 }
-                self.seeded.insert(symbol);
-                continue;
+                self.seeded.insert(symbol.clone());
+                trades.retain(|t| t.time >= since);
             }
             for t in trades {
                 let side = if t.is_buyer { Side::Buy } else { Side::Sell };

@@ -253,6 +253,20 @@ async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
     }
 }
 
+/// When the first run recorded in the ledger started (None for a new ledger). Read with
+/// its own connection: WAL lets it sit beside the writer.
+fn first_run_started_ms(path: &std::path::Path) -> Option<u64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row("SELECT MIN(started_ms) FROM runs", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .ok()
+    .flatten()
+    .map(|t| t as u64)
+}
+
 /// The ledger lives on its own thread: SQLite writes never stall the event loop.
 struct LedgerWriter {
     tx: Option<std::sync::mpsc::Sender<Record>>,
@@ -368,6 +382,7 @@ pub async fn run(
     let mut engine =
         Engine::new(settings, setups, metrics.clone()).map_err(|e| anyhow::anyhow!(e))?;
     engine.seed_trade_ids(last_ids);
+    engine.count_trades_since(first_run_started_ms(&cfg.storage_path).unwrap_or_else(|| rest.server_time_ms()));
     let ledger = LedgerWriter::start(ledger, now_ms());
 
     let stream_settings = StreamSettings {
