@@ -382,7 +382,9 @@ pub async fn run(
     let mut engine =
         Engine::new(settings, setups, metrics.clone()).map_err(|e| anyhow::anyhow!(e))?;
     engine.seed_trade_ids(last_ids);
-    engine.count_trades_since(first_run_started_ms(&cfg.storage_path).unwrap_or_else(|| rest.server_time_ms()));
+    engine.count_trades_since(
+        first_run_started_ms(&cfg.storage_path).unwrap_or_else(|| rest.server_time_ms()),
+    );
     let ledger = LedgerWriter::start(ledger, now_ms());
 
     let stream_settings = StreamSettings {
