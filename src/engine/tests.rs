@@ -739,3 +739,63 @@ fn never_quotes_through_our_own_resting_order() {
         "{c:?}"
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        /// executionReport for trade i (duplicates allowed).
+        Stream(usize),
+        /// A reconnect resync whose myTrades holds trades 0..=i.
+        Resync(usize),
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// However the trades of an order arrive (stream, resync after a reconnect, both,
+        /// duplicated, in any order), each is counted once: fills, position and metric agree.
+        #[test]
+        fn every_trade_counts_once_whatever_the_path(
+            parts in prop::collection::vec(1u32..5, 1..6),
+            evs in prop::collection::vec(prop_oneof![
+                (0usize..6).prop_map(Ev::Stream),
+                (0usize..6).prop_map(Ev::Resync),
+            ], 1..25),
+        ) {
+            let mut h = H::new(&["BTCUSDT"]);
+            let p = h.start();
+            let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+            h.feed(ack(&bid, 7));
+            let n = parts.len();
+            let qty = |i: usize| Decimal::new(parts[i] as i64, 2);
+            let cum = |i: usize| (0..=i).map(qty).sum::<Decimal>();
+            let mut delivered = std::collections::BTreeSet::new();
+            let mk = |i: usize| MyTrade {
+                symbol: "BTCUSDT".into(), id: 100 + i as i64, order_id: 7, price: bid.price, qty: qty(i),
+                quote_qty: qty(i) * bid.price, commission: Decimal::ZERO, commission_asset: "BTC".into(),
+                time: 700 + i as u64, is_buyer: true, is_maker: true,
+            };
+            for e in &evs {
+                match *e {
+                    Ev::Stream(i) if i < n => {
+                        h.feed(exec(&bid, 7, ExecType::Trade, OrderStatus::PartiallyFilled, qty(i), cum(i), 100 + i as i64, 10 + i as u64));
+                        delivered.insert(i);
+                    }
+                    Ev::Resync(i) if i < n => {
+                        h.feed(Input::StreamDown { stream: Stream::User, reason: "drop".into() });
+                        h.feed(Input::StreamUp { stream: Stream::User, reason: ConnectReason::Error });
+                        h.feed(Input::Resynced { reason: ResyncReason::Reconnect, result: Ok(snapshot((0..=i).map(mk).collect())) });
+                        delivered.extend(0..=i);
+                    }
+                    _ => {}
+                }
+            }
+            let expected: Decimal = delivered.iter().map(|i| qty(*i)).sum();
+            prop_assert_eq!(h.e.fill_count("BTCUSDT"), Some(delivered.len() as u64));
+            prop_assert_eq!(h.e.position("BTCUSDT"), Some(expected));
+            prop_assert_eq!(h.metrics.counter_sum(metrics::FILLS), delivered.len() as u64);
+        }
+    }
+}
