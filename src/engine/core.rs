@@ -22,6 +22,9 @@ use crate::binance::types::{
 use crate::config::OrphanPolicy;
 use crate::metrics::{self, Metrics};
 
+/// How long a market the exchange reports closed waits before quoting is tried again.
+const MARKET_CLOSED_PAUSE_MS: u64 = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub prefix: String,
@@ -329,12 +332,20 @@ impl Engine {
                 let until = self.now_ms + (*retry_after_ms).max(100);
                 self.rest_blocked_until_ms = self.rest_blocked_until_ms.max(until);
             }
-            RestFailure::Rejected { .. } => {
+            RestFailure::Rejected { msg, .. } => {
                 if let Input::Placed { client_id, .. } = input
-                    && let Some(o) = self.orders.get(client_id)
-                    && let Some(m) = self.markets.get_mut(&o.symbol)
+                    && let Some(symbol) = self.orders.get(client_id).map(|o| o.symbol.clone())
+                    && let Some(m) = self.markets.get_mut(&symbol)
                 {
-                    m.paused_until_ms = self.now_ms + 1_000;
+                    // The symbol stopped trading (BREAK, HALT, CANCEL_ONLY): take our orders
+                    // off and look again later, rather than knock on a closed door.
+                    if msg.to_ascii_lowercase().contains("market is closed") {
+                        m.paused_until_ms = self.now_ms + MARKET_CLOSED_PAUSE_MS;
+                        error!(event = "market_closed", symbol = %symbol, "the exchange says the market is closed: orders canceled, quoting paused");
+                        self.cancel_symbol_orders(&symbol, "market_closed");
+                    } else {
+                        m.paused_until_ms = self.now_ms + 1_000;
+                    }
                 }
             }
             _ => {}

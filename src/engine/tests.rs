@@ -799,3 +799,34 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_closed_market_takes_its_orders_off_and_pauses() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let (bid, ask) = (p[0].clone(), p[1].clone());
+    h.feed(ack(&bid, 1));
+    let c = h.feed(Input::Placed {
+        client_id: ask.client_id.clone(),
+        result: Err(RestFailure::Rejected {
+            code: -2010,
+            msg: "Market is closed.".into(),
+        }),
+    });
+    assert!(
+        c.contains(&Command::Cancel {
+            symbol: "BTCUSDT".into(),
+            client_id: bid.client_id.clone()
+        }),
+        "{c:?}"
+    );
+    h.now += 5_000;
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+    assert_eq!(
+        h.metrics.counter(
+            metrics::ORDERS_REJECTED,
+            &[("symbol", "BTCUSDT"), ("code", "-2010")]
+        ),
+        1
+    );
+}
