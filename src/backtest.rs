@@ -1140,6 +1140,78 @@ pub fn render_text(report: &BacktestReport) -> String {
     out
 }
 
+/// `mmd backtest --config FILE --data FILE|random`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BacktestArgs {
+    /// The daemon config: the markets (strategy and risk) and `[sim]` seed/balances come from it.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Recorded JSON lines of ticker/bookTicker frames, or `random` for the simulator's seeded
+    /// random walk.
+    #[arg(long)]
+    pub data: String,
+    /// Random walk seed (default: the config's `[sim] seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Random walk length of market time.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// From the strategy's decision to the order being in the book.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub order_latency: Duration,
+    /// From a market event or fill to the strategy seeing it.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub feed_latency: Duration,
+    /// Maker commission in bps of the notional, charged in quote.
+    #[arg(long, default_value = "10")]
+    pub maker_fee_bps: Decimal,
+}
+
+/// Loads the config, runs the backtest and returns the printed report.
+pub fn cli(args: &BacktestArgs) -> anyhow::Result<String> {
+    let config = crate::config::Config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if config.markets.is_empty() {
+        anyhow::bail!("{}: no markets configured", args.config.display());
+    }
+    let balances = if config.sim.balances.is_empty() {
+        crate::sim::config::default_balances()
+    } else {
+        config.sim.balances.clone()
+    };
+    let mut markets = Vec::with_capacity(config.markets.len());
+    for m in &config.markets {
+        let symbol = symbol_config(&m.symbol);
+        let risk = crate::config::risk_limits(m)
+            .map_err(|e| anyhow::anyhow!("{}: [risk] {e}", m.file.display()))?;
+        markets.push(BacktestMarket {
+            base_balance: balances.get(&symbol.base).copied().unwrap_or_default(),
+            quote_balance: balances.get(&symbol.quote).copied().unwrap_or_default(),
+            symbol,
+            strategy_name: m.strategy_name.clone(),
+            strategy_params: m.strategy_params.clone(),
+            risk,
+        });
+    }
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let cfg = BacktestConfig {
+        markets,
+        maker_fee: args.maker_fee_bps / Decimal::from(10_000),
+        order_latency_ms: millis(args.order_latency),
+        feed_latency_ms: millis(args.feed_latency),
+    };
+    let data = if args.data == "random" {
+        DataSource::RandomWalk {
+            seed: args.seed.unwrap_or(config.sim.seed),
+            duration_ms: millis(args.duration),
+            market: SimMarketConfig::default(),
+        }
+    } else {
+        DataSource::Recorded(PathBuf::from(&args.data))
+    };
+    let report = run(cfg, data)?;
+    Ok(render_text(&report))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1339,5 +1411,48 @@ mod tests {
         // Deterministic: the same seed gives the same trading.
         let again = walk_report(SKEWED_SPREAD, 42);
         assert_eq!((again.fills, again.realized_pnl), (r.fills, r.realized_pnl));
+    }
+
+    #[test]
+    fn cli_runs_the_configured_markets_on_the_random_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("markets")).unwrap();
+        std::fs::write(
+            dir.path().join("mmd.toml"),
+            "[exchange]\nvenue = \"sim\"\n[markets]\ndir = \"markets\"\n[sim]\nseed = 3\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("markets/BTCUSDT.toml"),
+            "symbol = \"BTCUSDT\"\n[strategy]\nname = \"spread\"\nbid_spread_bps = 10\n\
+             ask_spread_bps = 10\norder_qty = \"0.001\"\n[risk]\nmax_base_position = \"0.05\"\n",
+        )
+        .unwrap();
+        let args = BacktestArgs {
+            config: dir.path().join("mmd.toml"),
+            data: "random".into(),
+            seed: None,
+            duration: Duration::from_secs(600),
+            order_latency: Duration::from_millis(5),
+            feed_latency: Duration::from_millis(5),
+            maker_fee_bps: dec!(10),
+        };
+        let text = cli(&args).unwrap();
+        assert!(text.starts_with("BTCUSDT\n"), "{text}");
+        for line in [
+            "realized PnL",
+            "unrealized PnL",
+            "fees",
+            "volume",
+            "fills",
+            "inventory",
+        ] {
+            assert!(text.contains(line), "{line} missing: {text}");
+        }
+        let args = BacktestArgs {
+            data: dir.path().join("missing.jsonl").display().to_string(),
+            ..args
+        };
+        assert!(cli(&args).unwrap_err().to_string().contains("cannot read"));
     }
 }

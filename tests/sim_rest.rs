@@ -494,3 +494,58 @@ async fn forced_rate_limit_and_rest_faults() {
     assert_eq!(value["code"], -1003);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn symbol_status_and_non_ascii_symbols() {
+    let mut cfg = test_config();
+    cfg.symbols.push(mmd::sim::SymbolConfig {
+        symbol: "１２３４５６USDT".into(),
+        base: "１２３４５６".into(),
+        quote: "USDT".into(),
+        initial_price: rust_decimal::Decimal::from(10),
+        tick_size: rust_decimal::Decimal::new(1, 2),
+        step_size: rust_decimal::Decimal::new(1, 2),
+        min_qty: rust_decimal::Decimal::new(1, 2),
+        ..mmd::sim::SymbolConfig::default()
+    });
+    let sim = start(cfg).await;
+    sim.set_market_frozen(true);
+    let c = Client::new(&sim.rest_url());
+    // Percent-encoded symbol, signed over the encoded form (the 2026 REST rule).
+    let r = c
+        .place_limit("１２３４５６USDT", "BUY", "5.00", "2.00")
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["symbol"], "１２３４５６USDT");
+    let id = r.body["orderId"].to_string();
+    // CANCEL_ONLY: new orders refused, cancels allowed.
+    sim.set_symbol_status("１２３４５６USDT", "CANCEL_ONLY");
+    let info = c.public("/api/v3/exchangeInfo").await;
+    let s = info.body["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["baseAsset"] == "１２３４５６")
+        .unwrap()
+        .clone();
+    assert_eq!(s["status"], "CANCEL_ONLY");
+    let r = c
+        .place_limit("１２３４５６USDT", "BUY", "5.00", "2.00")
+        .await;
+    assert_eq!(
+        (r.code(), r.body["msg"].as_str()),
+        (-2010, Some("Market is closed."))
+    );
+    let r = c
+        .signed(
+            Method::DELETE,
+            "/api/v3/order",
+            &[("symbol", "１２３４５６USDT"), ("orderId", &id)],
+        )
+        .await;
+    assert_eq!(r.body["status"], "CANCELED", "{:?}", r.body);
+    sim.set_symbol_status("BTCUSDT", "BREAK");
+    let r = c.place_limit("BTCUSDT", "BUY", "50000", "0.01").await;
+    assert_eq!(r.code(), -2010);
+    sim.shutdown().await;
+}

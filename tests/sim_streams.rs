@@ -395,3 +395,61 @@ async fn dialect_2026_retires_listen_keys_and_ticker_arr() {
     assert!(next_json(&mut ws, T).await.is_some());
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_client_is_dropped_after_pong_timeout() {
+    let sim = start(SimConfig {
+        ping_interval: Duration::from_millis(100),
+        pong_timeout: Duration::from_millis(400),
+        ..test_config()
+    })
+    .await;
+    // A client that never reads never answers the pings.
+    let _ws = connect(&format!("{}/ws/btcusdt@bookTicker", sim.stream_url())).await;
+    let deadline = Instant::now() + T;
+    while !sim.stats().connections_closed.contains_key("pong_timeout") {
+        assert!(Instant::now() < deadline, "{:?}", sim.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A reading client answers (tungstenite replies to pings) and stays.
+    let mut ws = connect(&format!("{}/ws/btcusdt@bookTicker", sim.stream_url())).await;
+    drain(&mut ws, Duration::from_millis(1000)).await;
+    assert_eq!(sim.stats().connections_closed.get("pong_timeout"), Some(&1));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_events_delayed_and_reordered() {
+    let sim = start(test_config()).await;
+    let c = Client::new(&sim.rest_url());
+    let key = c.new_listen_key().await;
+    let mut ws = connect(&format!("{}/ws/{key}", sim.stream_url())).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Reorder: the deposit's balanceUpdate is held back behind its account position.
+    sim.faults().reorder_user_events(Some(1)).unwrap();
+    sim.deposit(KEY, "ETH", dec!(1));
+    let a = next_json(&mut ws, T).await.unwrap();
+    let b = next_json(&mut ws, T).await.unwrap();
+    assert_eq!(
+        (a["e"].as_str(), b["e"].as_str()),
+        (Some("outboundAccountPosition"), Some("balanceUpdate"))
+    );
+    // Then back to normal order.
+    sim.deposit(KEY, "ETH", dec!(2));
+    let a = next_json(&mut ws, T).await.unwrap();
+    assert_eq!(a["e"], "balanceUpdate");
+    // Delay.
+    drain(&mut ws, Duration::from_millis(100)).await;
+    sim.faults()
+        .delay_user_events(Duration::from_millis(400), Some(1))
+        .unwrap();
+    let t0 = Instant::now();
+    sim.deposit(KEY, "ETH", dec!(3));
+    wait_event(&mut ws, "balanceUpdate", T).await.unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(390),
+        "{:?}",
+        t0.elapsed()
+    );
+    sim.shutdown().await;
+}

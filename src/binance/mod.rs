@@ -6,5 +6,7 @@ pub mod ratelimit;
 pub mod rest;
 pub mod sign;
 pub mod stream;
+#[doc(hidden)]
+pub mod testing;
 pub mod types;
 pub mod user_stream;

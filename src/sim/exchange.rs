@@ -302,6 +302,9 @@ struct Account {
     listen_key: Option<(String, Instant)>,
 }
 
+/// Best bid and best ask (price ticks, quantity), as last published.
+type TopOfBook = (Option<(i64, Decimal)>, Option<(i64, Decimal)>);
+
 pub(crate) struct SymbolState {
     pub cfg: SymbolConfig,
     /// Configured symbols get synthetic liquidity and taker flow; fillers only a ticker.
@@ -315,7 +318,7 @@ pub(crate) struct SymbolState {
     rng: PriceRng,
     synthetic: Vec<OrderId>,
     book_update_id: u64,
-    last_top: (Option<(i64, Decimal)>, Option<(i64, Decimal)>),
+    last_top: TopOfBook,
     // 24h ticker statistics (since start).
     open: Decimal,
     high: Decimal,
@@ -358,6 +361,8 @@ pub struct Exchange {
     accounts: Vec<Account>,
     account_index: HashMap<String, u32>,
     orders: HashMap<(u32, OrderId), Order>,
+    /// Open orders by (owner, symbol, id): queries never scan the order history.
+    open_index: std::collections::BTreeSet<(Owner, u32, OrderId)>,
     client_ids: HashMap<(Owner, u32, String), OrderId>,
     listen_keys: HashMap<String, u32>,
     next_exec_id: u64,
@@ -367,6 +372,9 @@ pub struct Exchange {
     book_tx: broadcast::Sender<Arc<BookTickerMsg>>,
     pub(crate) frozen: Arc<AtomicBool>,
     fills_scratch: Vec<Fill>,
+    /// Recorded (symbol, mid) lines replayed instead of the random walk.
+    replay: Vec<(String, f64)>,
+    replay_pos: usize,
 }
 
 /// What a fill did to the taker, for the FULL response.
@@ -387,6 +395,7 @@ impl Exchange {
             accounts: Vec::new(),
             account_index: HashMap::new(),
             orders: HashMap::new(),
+            open_index: Default::default(),
             client_ids: HashMap::new(),
             listen_keys: HashMap::new(),
             next_exec_id: 1,
@@ -396,6 +405,8 @@ impl Exchange {
             book_tx,
             frozen: Arc::new(AtomicBool::new(false)),
             fills_scratch: Vec::new(),
+            replay: Vec::new(),
+            replay_pos: 0,
             cfg: cfg.clone(),
             clock,
             stats,
@@ -470,6 +481,12 @@ impl Exchange {
             sinks: Vec::new(),
             listen_key: None,
         });
+    }
+
+    /// Replaces the random walk with recorded mids (see `price_process::load_replay`).
+    pub fn set_replay(&mut self, lines: Vec<(String, f64)>) {
+        self.replay = lines;
+        self.replay_pos = 0;
     }
 
     pub fn book_ticker_receiver(&self) -> broadcast::Receiver<Arc<BookTickerMsg>> {
@@ -861,6 +878,7 @@ impl Exchange {
             locked: lock,
         };
         self.orders.insert((sym, order_id), order);
+        self.open_index.insert((account, sym, order_id));
         self.client_ids
             .insert((account, sym, coid.clone()), order_id);
         StatsCounters::inc(&self.stats.orders_placed);
@@ -1069,6 +1087,9 @@ impl Exchange {
         } else {
             OrderStatus::PartiallyFilled
         };
+        if filled {
+            self.open_index.remove(&(o.owner, sym, order_id));
+        }
         if filled && !o.locked.is_zero() {
             let rest = o.locked;
             let _ = acct.balances.unlock(spent_asset, rest);
@@ -1126,6 +1147,7 @@ impl Exchange {
         acct.update_time = now;
         o.status = status;
         o.update_time = now;
+        self.open_index.remove(&(o.owner, sym, order_id));
         let x = if status == OrderStatus::Canceled {
             "CANCELED"
         } else {
@@ -1378,10 +1400,9 @@ impl Exchange {
             .symbol_of(symbol)
             .ok_or_else(ApiError::invalid_symbol)?;
         let mut ids: Vec<OrderId> = self
-            .orders
-            .values()
-            .filter(|o| o.symbol == sym && o.owner == account && o.status.is_open())
-            .map(|o| o.order_id)
+            .open_index
+            .range((account, sym, 0)..=(account, sym, OrderId::MAX))
+            .map(|(_, _, id)| *id)
             .collect();
         if ids.is_empty() {
             return Err(ApiError::unknown_order_cancel());
@@ -1441,14 +1462,14 @@ impl Exchange {
     }
 
     fn open_orders_of(&self, account: u32, sym: Option<u32>) -> Vec<&Order> {
-        let mut v: Vec<&Order> = self
-            .orders
-            .values()
-            .filter(|o| o.owner == account && o.status.is_open())
-            .filter(|o| sym.is_none_or(|s| o.symbol == s))
-            .collect();
-        v.sort_unstable_by_key(|o| (o.symbol, o.order_id));
-        v
+        let range = match sym {
+            Some(s) => (account, s, 0)..=(account, s, OrderId::MAX),
+            None => (account, 0, 0)..=(account, u32::MAX, OrderId::MAX),
+        };
+        self.open_index
+            .range(range)
+            .filter_map(|(_, s, id)| self.orders.get(&(*s, *id)))
+            .collect()
     }
 
     /// GET /api/v3/openOrders.
@@ -1504,6 +1525,7 @@ impl Exchange {
     }
 
     /// GET /api/v3/myTrades.
+    #[allow(clippy::too_many_arguments)]
     pub fn my_trades_json(
         &self,
         account: u32,
@@ -1517,7 +1539,7 @@ impl Exchange {
         self.symbol_of(symbol)
             .ok_or_else(ApiError::invalid_symbol)?;
         let a = &self.accounts[account as usize];
-        let v: Vec<MyTrade> = a
+        let matching: Vec<&TradeRecord> = a
             .trades
             .iter()
             .filter(|t| t.symbol == symbol)
@@ -1525,6 +1547,16 @@ impl Exchange {
             .filter(|t| start_time.is_none_or(|s| t.time >= s))
             .filter(|t| end_time.is_none_or(|e| t.time <= e))
             .filter(|t| order_id.is_none_or(|o| t.order_id == o))
+            .collect();
+        // Binance: with fromId or startTime the oldest matching trades, otherwise the most recent.
+        let skip = if from_id.is_none() && start_time.is_none() {
+            matching.len().saturating_sub(limit)
+        } else {
+            0
+        };
+        let v: Vec<MyTrade> = matching
+            .into_iter()
+            .skip(skip)
             .take(limit)
             .map(|t| MyTrade {
                 symbol: &t.symbol,
@@ -1577,6 +1609,7 @@ impl Exchange {
             s.synthetic.clear();
         }
         self.orders.clear();
+        self.open_index.clear();
         self.client_ids.clear();
         self.listen_keys.clear();
         for a in &mut self.accounts {
@@ -1694,12 +1727,23 @@ impl Exchange {
         }
         let now = self.clock.now_ms();
         let m = self.cfg.market.clone();
+        let replaying = !self.replay.is_empty();
+        if replaying {
+            // One recorded line per tick, looping at the end of the file.
+            let (symbol, mid) = &self.replay[self.replay_pos % self.replay.len()];
+            self.replay_pos += 1;
+            if let Some(i) = self.symbol_index.get(symbol) {
+                self.symbols[*i as usize].mid = *mid;
+            }
+        }
         for sym in 0..self.symbols.len() as u32 {
             let s = &mut self.symbols[sym as usize];
             if !s.active || s.status != "TRADING" {
                 continue;
             }
-            s.mid = price_process::walk(&mut s.rng, s.mid, m.volatility, dt);
+            if !replaying {
+                s.mid = price_process::walk(&mut s.rng, s.mid, m.volatility, dt);
+            }
             self.repost_liquidity(sym, now);
             let s = &mut self.symbols[sym as usize];
             let takers = price_process::poisson(&mut s.rng, m.taker_rate * dt.as_secs_f64());
@@ -1931,7 +1975,17 @@ impl Exchange {
         }
         let mut expected_locked: Vec<BTreeMap<String, Decimal>> =
             vec![BTreeMap::new(); self.accounts.len()];
+        let open_count = self.orders.values().filter(|o| o.status.is_open()).count();
+        if open_count != self.open_index.len() {
+            return Err(format!(
+                "open index has {} orders, {open_count} are open",
+                self.open_index.len()
+            ));
+        }
         for o in self.orders.values() {
+            if o.status.is_open() && !self.open_index.contains(&(o.owner, o.symbol, o.order_id)) {
+                return Err(format!("open order {} missing from the index", o.order_id));
+            }
             if o.locked < Decimal::ZERO {
                 return Err(format!("order {} locked {}", o.order_id, o.locked));
             }
@@ -2194,10 +2248,26 @@ mod tests {
                 }
                 _ => ex.market_step(Duration::from_millis(100)),
             }
-            if let Err(e) = ex.check_invariants() {
+            for s in &ex.symbols {
+                if let (Some((b, _)), Some((a, _))) = (s.book.best_bid(), s.book.best_ask()) {
+                    assert!(b < a, "step {step}: {} crossed {b} >= {a}", s.cfg.symbol);
+                }
+            }
+            for acct in 0..2 {
+                for (asset, (free, locked)) in ex.balances_of(acct) {
+                    assert!(
+                        free >= Decimal::ZERO && locked >= Decimal::ZERO,
+                        "step {step}: {asset}"
+                    );
+                }
+            }
+            if step % 50 == 0
+                && let Err(e) = ex.check_invariants()
+            {
                 panic!("step {step}: {e}");
             }
         }
+        ex.check_invariants().unwrap();
         let mut total_trades = 0;
         for account in 0..2u32 {
             let mut expected = initial

@@ -21,13 +21,13 @@ pub enum StreamTarget {
 
 impl StreamTarget {
     fn matches(self, kind: &ConnKind) -> bool {
-        match (self, kind) {
-            (StreamTarget::All, _) => true,
-            (StreamTarget::Market, ConnKind::Market) => true,
-            (StreamTarget::User, ConnKind::User { .. }) => true,
-            (StreamTarget::WsApi, ConnKind::WsApi) => true,
-            _ => false,
-        }
+        matches!(
+            (self, kind),
+            (StreamTarget::All, _)
+                | (StreamTarget::Market, ConnKind::Market)
+                | (StreamTarget::User, ConnKind::User { .. })
+                | (StreamTarget::WsApi, ConnKind::WsApi)
+        )
     }
 }
 

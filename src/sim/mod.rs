@@ -70,6 +70,14 @@ pub struct SimHandle {
 /// Starts the simulator on `listen` (`127.0.0.1:0` picks a free port).
 pub async fn start(cfg: SimConfig, listen: SocketAddr) -> anyhow::Result<SimHandle> {
     cfg.validate()?;
+    let replay = match &cfg.market.replay_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("market.replay_file {path}: {e}"))?;
+            Some(price_process::parse_replay(&text, path)?)
+        }
+        None => None,
+    };
     let cfg = Arc::new(cfg);
     let clock = Arc::new(Clock::default());
     let stats = Arc::new(StatsCounters::default());
@@ -86,6 +94,9 @@ pub async fn start(cfg: SimConfig, listen: SocketAddr) -> anyhow::Result<SimHand
         shutdown,
     });
     shared.faults.attach(&shared);
+    if let Some(lines) = replay {
+        shared.exchange.lock().set_replay(lines);
+    }
     for f in &cfg.faults {
         shared.faults.apply(f.clone())?;
     }
