@@ -604,7 +604,7 @@ impl Engine {
             metrics::ORDERS_PLACED,
             &[("symbol", symbol), ("side", side.as_str())],
         );
-        info!(event = "quote_placed", symbol, side = side.as_str(), price = %q.price, qty = %q.qty, level = q.level, client_order_id = %client_id, "placing quote");
+        info!(event = "quote_placed", symbol, side = side.as_str(), price = %q.price, qty = %q.qty, quote_level = q.level, client_order_id = %client_id, "placing quote");
         self.out.push(Command::Place(PlaceOrder {
             symbol: symbol.to_owned(),
             client_id,
