@@ -106,6 +106,7 @@ async fn quotes_both_sides_follow_the_market_and_sigterm_leaves_nothing() {
     );
     d.assert_no_panic();
     assert!(!d.log().contains(API_SECRET), "the secret was logged");
+    assert!(!d.log().contains(API_KEY), "the API key was logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
