@@ -795,6 +795,31 @@ impl Engine {
         self.requote(&symbol);
     }
 
+    /// Adopted orders take the levels they would have had: per symbol and side, the one
+    /// closest to the other side is level 0. The diff then keeps or reprices them.
+    fn assign_adopted_levels(&mut self, adopted: &[String]) {
+        let mut groups: BTreeMap<(String, bool), Vec<(Decimal, String)>> = BTreeMap::new();
+        for cid in adopted {
+            if let Some(o) = self.orders.get(cid) {
+                groups
+                    .entry((o.symbol.clone(), o.side == Side::Buy))
+                    .or_default()
+                    .push((o.price, cid.clone()));
+            }
+        }
+        for ((_, is_bid), mut v) in groups {
+            v.sort();
+            if is_bid {
+                v.reverse();
+            }
+            for (level, (_, cid)) in v.into_iter().enumerate() {
+                if let Some(o) = self.orders.get_mut(&cid) {
+                    o.level = level as u32;
+                }
+            }
+        }
+    }
+
     fn track_foreign(
         &mut self,
         cid: &str,
@@ -1251,6 +1276,7 @@ impl Engine {
                 }
             }
         }
+        let mut adopted: Vec<String> = Vec::new();
         let mut listed: HashSet<String> = HashSet::new();
         let mut resynced_symbols: HashSet<String> = HashSet::new();
         for (symbol, open) in snap.open_orders {
@@ -1276,12 +1302,14 @@ impl Engine {
                 self.orders.set_exchange_id(&o.client_order_id, o.order_id);
                 if reason == ResyncReason::Startup && self.s.orphan_policy == OrphanPolicy::Adopt {
                     info!(event = "orphan_adopted", symbol = %symbol, client_order_id = %o.client_order_id, "order of an earlier run adopted");
+                    adopted.push(o.client_order_id.clone());
                 } else {
                     warn!(event = "orphan_canceled", symbol = %symbol, client_order_id = %o.client_order_id, "order of an earlier run (our prefix): canceling");
                     self.send_cancel(&o.client_order_id, "orphan");
                 }
             }
         }
+        self.assign_adopted_levels(&adopted);
         // Orders we think may rest but the exchange does not list: they finished while we
         // were not looking. A query tells how (filled or canceled).
         let now = self.now_ms;

@@ -830,3 +830,61 @@ fn a_closed_market_takes_its_orders_off_and_pauses() {
         1
     );
 }
+
+#[test]
+fn adopted_orders_take_levels_and_are_kept_when_still_right() {
+    let metrics = Metrics::new();
+    let mut settings = EngineSettings::new("mmd", "run02");
+    settings.orphan_policy = crate::config::OrphanPolicy::Adopt;
+    let mut e = Engine::new(settings, vec![setup("BTCUSDT")], metrics).unwrap();
+    let now = 1_000_000;
+    e.handle(
+        Input::StreamUp {
+            stream: Stream::User,
+            reason: ConnectReason::Initial,
+        },
+        now,
+    );
+    let old = |cid: &str, id: u64, side: Side, price: Decimal| OrderResponse {
+        symbol: "BTCUSDT".into(),
+        order_id: id,
+        client_order_id: cid.into(),
+        orig_client_order_id: None,
+        transact_time: None,
+        price: Some(price),
+        orig_qty: Some(dec!(0.1)),
+        executed_qty: Some(dec!(0)),
+        cummulative_quote_qty: None,
+        status: Some(OrderStatus::New),
+        time_in_force: None,
+        order_type: None,
+        side: Some(side),
+        fills: vec![],
+    };
+    let mut snap = snapshot(vec![]);
+    snap.open_orders = vec![(
+        "BTCUSDT".into(),
+        vec![
+            old("mmd-BTCUSDT-old-1", 1, Side::Buy, dec!(99.94)),
+            old("mmd-BTCUSDT-old-2", 2, Side::Sell, dec!(100.16)),
+        ],
+    )];
+    let c = e.handle(
+        Input::Resynced {
+            reason: ResyncReason::Startup,
+            result: Ok(snap),
+        },
+        now,
+    );
+    assert!(
+        !c.iter().any(|c| matches!(c, Command::Cancel { .. })),
+        "{c:?}"
+    );
+    assert_eq!(e.orders().get("mmd-BTCUSDT-old-1").unwrap().level, 0);
+    // The market is where those quotes belong: they are kept, nothing new is placed.
+    let c = e.handle(ticker("BTCUSDT", dec!(100.00), dec!(100.10)), now);
+    assert!(
+        places(&c).is_empty() && !c.iter().any(|c| matches!(c, Command::Cancel { .. })),
+        "{c:?}"
+    );
+}
