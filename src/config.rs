@@ -393,6 +393,9 @@ pub struct SimSection {
     #[serde(deserialize_with = "de_opt_duration")]
     pub max_connection_age: Option<Duration>,
     pub legacy_account_info: bool,
+    /// "2018" (listen keys, `!ticker@arr`) or "2026" (Binance Spot today: listen-key
+    /// endpoints answer 410, user data over the WebSocket API).
+    pub dialect: crate::sim::Dialect,
     /// Starting balances of the generated account, e.g. { USDT = "100000", BTC = "1" }.
     pub balances: BTreeMap<String, rust_decimal::Decimal>,
 }
@@ -405,6 +408,7 @@ impl Default for SimSection {
             listen_key_validity: None,
             max_connection_age: None,
             legacy_account_info: false,
+            dialect: crate::sim::Dialect::default(),
             balances: BTreeMap::new(),
         }
     }

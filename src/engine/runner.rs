@@ -227,6 +227,7 @@ async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
                 sc.max_connection_age = d;
             }
             sc.legacy_account_info = s.legacy_account_info;
+            sc.dialect = s.dialect;
             let mut account = crate::sim::AccountConfig {
                 api_key: api_key.clone(),
                 api_secret: secret.clone(),
