@@ -42,6 +42,8 @@ pub struct EngineSettings {
     pub post_only: bool,
     /// How often the mid of each market is recorded in the ledger (for the report).
     pub mark_interval_ms: u64,
+    /// How often the symbols' trading status is checked in exchangeInfo.
+    pub status_check_interval_ms: u64,
 }
 
 impl EngineSettings {
@@ -57,6 +59,7 @@ impl EngineSettings {
             orphan_policy: OrphanPolicy::Cancel,
             post_only: true,
             mark_interval_ms: 5_000,
+            status_check_interval_ms: 30_000,
         }
     }
 }
@@ -78,6 +81,8 @@ struct Market {
     killed: bool,
     /// No new orders before this (after a rejection).
     paused_until_ms: u64,
+    /// The exchange says the symbol is not TRADING: orders off, no quoting.
+    halted: bool,
 }
 
 impl Market {
@@ -97,6 +102,7 @@ impl Market {
             removing: false,
             killed: false,
             paused_until_ms: 0,
+            halted: false,
         })
     }
 }
@@ -138,6 +144,7 @@ pub struct Engine {
     rest_blocked_until_ms: u64,
     count_since_ms: u64,
     last_mark_ms: u64,
+    last_status_check_ms: u64,
     now_ms: u64,
     out: Vec<Command>,
 }
@@ -185,6 +192,7 @@ impl Engine {
             rest_blocked_until_ms: 0,
             count_since_ms: u64::MAX,
             last_mark_ms: 0,
+            last_status_check_ms: 0,
             now_ms: 0,
             out: Vec::new(),
         };
@@ -307,6 +315,7 @@ impl Engine {
                 }
             }
             Input::Tick => self.on_tick(),
+            Input::SymbolStatus(list) => self.on_symbol_status(list),
             Input::Shutdown => self.on_shutdown(),
             Input::Reload(setups) => self.on_reload(setups),
         }
@@ -422,7 +431,7 @@ impl Engine {
         let Some(m) = self.markets.get_mut(symbol) else {
             return;
         };
-        if m.removing || m.killed || now < m.paused_until_ms {
+        if m.removing || m.killed || m.halted || now < m.paused_until_ms {
             return;
         }
         let Some(snap) = m.snapshot.clone() else {
@@ -1452,6 +1461,14 @@ impl Engine {
         for m in self.markets.values_mut() {
             m.strategy.on_timer(now);
         }
+        if self.phase == Phase::Running
+            && self.synced
+            && now >= self.rest_blocked_until_ms
+            && now.saturating_sub(self.last_status_check_ms) >= self.s.status_check_interval_ms
+        {
+            self.last_status_check_ms = now;
+            self.out.push(Command::CheckSymbols);
+        }
         if now.saturating_sub(self.last_mark_ms) >= self.s.mark_interval_ms {
             self.last_mark_ms = now;
             for (symbol, m) in &self.markets {
@@ -1506,6 +1523,23 @@ impl Engine {
             stale_after_ms: self.s.stale_after_ms,
             open_orders: self.orders.iter().filter(|o| o.state.may_be_open()).count(),
         });
+    }
+
+    fn on_symbol_status(&mut self, list: Vec<(String, String)>) {
+        for (symbol, status) in list {
+            let Some(m) = self.markets.get_mut(&symbol) else {
+                continue;
+            };
+            let trading = status == "TRADING";
+            if !trading && !m.halted {
+                m.halted = true;
+                error!(event = "market_halted", symbol = %symbol, status = %status, "the exchange stopped trading this symbol: orders canceled, quoting paused until it trades again");
+                self.cancel_symbol_orders(&symbol, "market_halted");
+            } else if trading && m.halted {
+                m.halted = false;
+                info!(event = "market_resumed", symbol = %symbol, "the symbol trades again: quoting resumes");
+            }
+        }
     }
 
     // ------------------------------------------------------------ shutdown and reload

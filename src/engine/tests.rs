@@ -888,3 +888,46 @@ fn adopted_orders_take_levels_and_are_kept_when_still_right() {
         "{c:?}"
     );
 }
+
+#[test]
+fn a_symbol_not_trading_is_halted_until_it_trades_again() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    for o in &p {
+        h.feed(ack(o, if o.side == Side::Buy { 1 } else { 2 }));
+    }
+    let c = h.feed(Input::SymbolStatus(vec![(
+        "BTCUSDT".into(),
+        "BREAK".into(),
+    )]));
+    assert_eq!(
+        c.iter()
+            .filter(|c| matches!(c, Command::Cancel { .. }))
+            .count(),
+        2,
+        "{c:?}"
+    );
+    for o in &p {
+        h.feed(Input::Canceled {
+            client_id: o.client_id.clone(),
+            result: Ok(match ack(o, 1) {
+                Input::Placed {
+                    result: Ok(mut r), ..
+                } => {
+                    r.status = Some(OrderStatus::Canceled);
+                    r
+                }
+                _ => unreachable!(),
+            }),
+        });
+    }
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+    h.feed(Input::SymbolStatus(vec![(
+        "BTCUSDT".into(),
+        "TRADING".into(),
+    )]));
+    assert_eq!(
+        places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).len(),
+        2
+    );
+}

@@ -120,6 +120,7 @@ path = "mmd.sqlite"
 [engine]
 tick_interval = "100ms"
 shutdown_timeout = "8s"
+status_check_interval = "1s"
 {extra}
 "#,
             rest = sim.rest_url(),
