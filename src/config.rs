@@ -1044,6 +1044,16 @@ max_base_position = "0.05"
     }
 
     #[test]
+    fn the_shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["demo.toml", "demo-ws-api.toml", "example-binance.toml"] {
+            let c = Config::load_with_env(&root.join(name), Vec::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.markets.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
     fn sim_config_loads_with_defaults() {
         let f = Fixture::new(SIM);
         let c = f.load().unwrap();
