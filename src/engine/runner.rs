@@ -254,6 +254,20 @@ async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
     }
 }
 
+/// When the first run recorded in the ledger started (None for a new ledger). Read with
+/// its own connection: WAL lets it sit beside the writer.
+fn first_run_started_ms(path: &std::path::Path) -> Option<u64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row("SELECT MIN(started_ms) FROM runs", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .ok()
+    .flatten()
+    .map(|t| t as u64)
+}
+
 /// The ledger lives on its own thread: SQLite writes never stall the event loop.
 struct LedgerWriter {
     tx: Option<std::sync::mpsc::Sender<Record>>,
@@ -354,6 +368,7 @@ pub async fn run(
     settings.stale_after_ms = cfg.streams.stale_after.as_millis() as u64;
     settings.resync_interval_ms = cfg.engine.resync_interval.as_millis() as u64;
     settings.orphan_policy = cfg.engine.orphan_orders;
+    settings.status_check_interval_ms = cfg.engine.status_check_interval.as_millis() as u64;
     let ledger = crate::ledger::Ledger::open(&cfg.storage_path)
         .with_context(|| format!("storage.path {}", cfg.storage_path.display()))?;
     let mut last_ids = Vec::new();
@@ -369,6 +384,9 @@ pub async fn run(
     let mut engine =
         Engine::new(settings, setups, metrics.clone()).map_err(|e| anyhow::anyhow!(e))?;
     engine.seed_trade_ids(last_ids);
+    engine.count_trades_since(
+        first_run_started_ms(&cfg.storage_path).unwrap_or_else(|| rest.server_time_ms()),
+    );
     let ledger = LedgerWriter::start(ledger, now_ms());
 
     let stream_settings = StreamSettings {
@@ -686,6 +704,19 @@ impl Io {
                             .map_err(|e| failure(&e)),
                     }
                 }
+                Command::CheckSymbols => match rest.exchange_info().await {
+                    Ok(info) => Input::SymbolStatus(
+                        info.symbols
+                            .into_iter()
+                            .map(|s| (s.symbol, s.status))
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        me.blocked(&e);
+                        warn!(event = "status_check_failed", error = %e, "exchangeInfo failed");
+                        return;
+                    }
+                },
                 Command::CheckOpenOrders { symbol } => {
                     let r = rest.open_orders(Some(&symbol)).await;
                     Input::OpenOrdersChecked {
