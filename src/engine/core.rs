@@ -1,7 +1,7 @@
 //! The engine core: owns all trading state, takes one input at a time and returns the
 //! commands to execute. No awaits, no sockets, no clock: `now_ms` is passed in.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -141,8 +141,10 @@ pub struct Engine {
     /// Symbols whose trade history has been seeded (their trade ids before this run are known).
     seeded: HashSet<String>,
     seed_request: HashSet<String>,
+    /// When each market was first quoted (from the ledger): the account's trades since
+    /// then are ours, even with none in the ledger yet.
+    history_start_ms: HashMap<String, u64>,
     rest_blocked_until_ms: u64,
-    count_since_ms: u64,
     last_mark_ms: u64,
     last_status_check_ms: u64,
     now_ms: u64,
@@ -189,8 +191,8 @@ impl Engine {
             last_resync_ms: 0,
             seeded: HashSet::new(),
             seed_request: HashSet::new(),
+            history_start_ms: HashMap::new(),
             rest_blocked_until_ms: 0,
-            count_since_ms: u64::MAX,
             last_mark_ms: 0,
             last_status_check_ms: 0,
             now_ms: 0,
@@ -227,11 +229,11 @@ impl Engine {
         }
     }
 
-    /// When this daemon (this ledger) first ran: in a symbol's trade history without a
-    /// stored trade id, trades from then on are ours to count (made by a run killed before
-    /// it stored them), older ones are history.
-    pub fn count_trades_since(&mut self, since_ms: u64) {
-        self.count_since_ms = since_ms;
+    /// When each market was first quoted, as the ledger remembers it. Without it, a
+    /// market with no fill in the ledger treats every trade before its first resync as
+    /// history: after a kill -9 before the first fill was written, those fills were lost.
+    pub fn seed_history_starts(&mut self, starts: impl IntoIterator<Item = (String, u64)>) {
+        self.history_start_ms.extend(starts);
     }
 
     pub fn symbols(&self) -> Vec<String> {
@@ -1260,12 +1262,18 @@ impl Engine {
         for (symbol, mut trades) in snap.trades {
             trades.sort_by_key(|t| t.id);
             if self.seed_request.contains(&symbol) {
-                let since = self.count_since_ms;
-                for t in trades.iter().filter(|t| t.time < since) {
-                    self.trades.mark_seen(&symbol, t.id);
-                }
+                // Trades before the market was first quoted are history, not ours; those
+                // since are recovered below like any missed fill.
+                let since = self.history_start_ms.get(&symbol).copied();
+                let seen = &mut self.trades;
+                trades.retain(|t| {
+                    let ours = since.is_some_and(|s| t.time >= s);
+                    if !ours {
+                        seen.mark_seen(&symbol, t.id);
+                    }
+                    ours
+                });
                 self.seeded.insert(symbol.clone());
-                trades.retain(|t| t.time >= since);
             }
             for t in trades {
                 let side = if t.is_buyer { Side::Buy } else { Side::Sell };
@@ -1711,6 +1719,9 @@ impl Engine {
                 },
                 None => match self.add_market(setup.clone()) {
                     Ok(()) => {
+                        self.history_start_ms
+                            .entry(symbol.clone())
+                            .or_insert(self.now_ms);
                         info!(event = "market_added", symbol = %symbol, "market added");
                         self.out.push(Command::Record(Record::Market {
                             symbol: symbol.clone(),

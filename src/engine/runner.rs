@@ -254,20 +254,6 @@ async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
     }
 }
 
-/// When the first run recorded in the ledger started (None for a new ledger). Read with
-/// its own connection: WAL lets it sit beside the writer.
-fn first_run_started_ms(path: &std::path::Path) -> Option<u64> {
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    conn.query_row("SELECT MIN(started_ms) FROM runs", [], |r| {
-        r.get::<_, Option<i64>>(0)
-    })
-    .ok()
-    .flatten()
-    .map(|t| t as u64)
-}
-
 /// The ledger lives on its own thread: SQLite writes never stall the event loop.
 struct LedgerWriter {
     tx: Option<std::sync::mpsc::Sender<Record>>,
@@ -290,7 +276,9 @@ impl LedgerWriter {
                             symbol,
                             base_asset,
                             quote_asset,
-                        } => ledger.record_market(symbol, base_asset, quote_asset),
+                        } => ledger
+                            .record_market(symbol, base_asset, quote_asset)
+                            .and_then(|_| ledger.record_market_since(symbol, now_ms())),
                     };
                     if let Err(e) = res {
                         error!(event = "ledger_error", error = %e, "ledger write failed");
@@ -372,8 +360,15 @@ pub async fn run(
     let ledger = crate::ledger::Ledger::open(&cfg.storage_path)
         .with_context(|| format!("storage.path {}", cfg.storage_path.display()))?;
     let mut last_ids = Vec::new();
+    let mut history_starts = Vec::new();
+    // In exchange time: it is compared with trade times.
+    let started = rest.server_time_ms();
     for s in &setups {
         let _ = ledger.record_market(&s.config.symbol, &s.base_asset, &s.quote_asset);
+        let _ = ledger.record_market_since(&s.config.symbol, started);
+        if let Some(since) = ledger.market_since(&s.config.symbol)? {
+            history_starts.push((s.config.symbol.clone(), since));
+        }
         if let Some(id) = ledger.last_trade_id(&s.config.symbol)? {
             last_ids.push((s.config.symbol.clone(), id));
         }
@@ -384,9 +379,7 @@ pub async fn run(
     let mut engine =
         Engine::new(settings, setups, metrics.clone()).map_err(|e| anyhow::anyhow!(e))?;
     engine.seed_trade_ids(last_ids);
-    engine.count_trades_since(
-        first_run_started_ms(&cfg.storage_path).unwrap_or_else(|| rest.server_time_ms()),
-    );
+    engine.seed_history_starts(history_starts);
     let ledger = LedgerWriter::start(ledger, now_ms());
 
     let stream_settings = StreamSettings {

@@ -696,6 +696,21 @@ impl Exchange {
         due.len()
     }
 
+    /// Forgets keys without telling anyone (fault injection): connections stay open and
+    /// keep delivering, but keepalives answer -1125.
+    pub fn forget_listen_keys(&mut self, pick: impl Fn(u32) -> bool) -> usize {
+        let mut n = 0;
+        for (i, a) in self.accounts.iter_mut().enumerate() {
+            if pick(i as u32)
+                && let Some((key, _)) = a.listen_key.take()
+            {
+                self.listen_keys.remove(&key);
+                n += 1;
+            }
+        }
+        n
+    }
+
     // ---------------------------------------------------------------- orders
 
     fn next_exec(&mut self) -> u64 {

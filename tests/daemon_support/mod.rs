@@ -162,6 +162,60 @@ status_check_interval = "1s"
         self.child = Some(child);
     }
 
+    /// Starts the daemon again on the same config, appending to the same log (a restart
+    /// after `kill9`, so one log holds both runs).
+    pub fn spawn_appending(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mmd"))
+            .args(["run", "--config"])
+            .arg(self.config_path())
+            .env("MMD_TEST_API_KEY", API_KEY)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mmd");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs, orders stay at the exchange.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// True while the daemon process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Like `wait_for`, but reports a timeout as `false` instead of panicking, for
+    /// scenario runners that count failures rather than stop at the first.
+    pub async fn poll_until<F, Fut>(&self, timeout: Duration, mut cond: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        loop {
+            if cond().await {
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }
