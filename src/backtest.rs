@@ -53,6 +53,10 @@ pub struct BacktestConfig {
     pub maker_fee: Decimal,
     pub order_latency_ms: u64,
     pub feed_latency_ms: u64,
+    /// The strategy sees the book at most once per this interval, as a `!ticker@arr`
+    /// subscriber does (1 s); 0 = every book update, as a bookTicker subscriber does.
+    /// Fills always reach it. The venue matches on every event either way.
+    pub feed_interval_ms: u64,
 }
 
 pub enum DataSource {
@@ -220,6 +224,7 @@ pub fn run_market(
     let mut to_trader: VecDeque<(u64, Delivery)> = VecDeque::new();
     let mut to_venue: VecDeque<(u64, VenueAction)> = VecDeque::new();
     let mut fills = Vec::new();
+    let mut next_feed_ms = 0u64;
     for event in events {
         // Everything scheduled before this event happens first, in time order; on a tie the
         // venue goes first (an order arriving at t is in the book for the event at t).
@@ -262,7 +267,9 @@ pub fn run_market(
             last,
             ..
         } = &event.kind
+            && event.ts_ms >= next_feed_ms
         {
+            next_feed_ms = event.ts_ms.saturating_add(cfg.feed_interval_ms);
             to_trader.push_back((
                 at,
                 Delivery::Market(MarketSnapshot {
@@ -1162,6 +1169,10 @@ pub struct BacktestArgs {
     /// From a market event or fill to the strategy seeing it.
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     pub feed_latency: Duration,
+    /// Market data cadence the strategy sees: "0s" = every book update (bookTicker), "1s" =
+    /// the `!ticker@arr` cadence.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub feed_interval: Duration,
     /// Maker commission in bps of the notional, charged in quote.
     #[arg(long, default_value = "10")]
     pub maker_fee_bps: Decimal,
@@ -1198,6 +1209,7 @@ pub fn cli(args: &BacktestArgs) -> anyhow::Result<String> {
         maker_fee: args.maker_fee_bps / Decimal::from(10_000),
         order_latency_ms: millis(args.order_latency),
         feed_latency_ms: millis(args.feed_latency),
+        feed_interval_ms: millis(args.feed_interval),
     };
     let data = if args.data == "random" {
         DataSource::RandomWalk {
@@ -1244,6 +1256,7 @@ mod tests {
             maker_fee: dec!(0.001),
             order_latency_ms,
             feed_latency_ms,
+            feed_interval_ms: 0,
         }
     }
 
@@ -1262,16 +1275,11 @@ mod tests {
         }
     }
 
-    fn ticker(
-        e: u64,
-        bid: &str,
-        bid_qty: &str,
-        ask: &str,
-        ask_qty: &str,
-        last: &str,
-        last_qty: &str,
-        trade_id: i64,
-    ) -> String {
+    /// A 24hrTicker frame: `book` is [bid, bid qty, ask, ask qty], `trade` the last trade's
+    /// (price, qty) and `trade_id` its id.
+    fn ticker(e: u64, book: [&str; 4], trade: (&str, &str), trade_id: i64) -> String {
+        let [bid, bid_qty, ask, ask_qty] = book;
+        let (last, last_qty) = trade;
         format!(
             r#"{{"e":"24hrTicker","E":{e},"s":"TESTUSDT","b":"{bid}","B":"{bid_qty}","a":"{ask}","A":"{ask_qty}","c":"{last}","Q":"{last_qty}","L":{trade_id}}}"#
         )
@@ -1295,15 +1303,18 @@ mod tests {
     fn an_order_at_the_touch_waits_behind_the_displayed_size() {
         let mut lines = vec![
             // Our bid joins 100.00 behind 5 displayed.
-            ticker(1_000, "100.00", "5", "100.02", "5", "100.01", "1", 1),
+            ticker(1_000, ["100.00", "5", "100.02", "5"], ("100.01", "1"), 1),
             // A 3 lot sells into the bid: it all goes to the queue ahead of us.
-            ticker(2_000, "100.00", "2", "100.02", "5", "100.00", "3", 2),
+            ticker(2_000, ["100.00", "2", "100.02", "5"], ("100.00", "3"), 2),
         ];
         let r = run_lines(&lines, 0);
         assert_eq!(r.fills, 0, "{r:?}");
         // A 2.5 lot: 2 for the rest of the queue ahead, 0.5 for us, at our price.
         lines.push(ticker(
-            3_000, "99.99", "4", "100.02", "5", "100.00", "2.5", 3,
+            3_000,
+            ["99.99", "4", "100.02", "5"],
+            ("100.00", "2.5"),
+            3,
         ));
         let r = run_lines(&lines, 0);
         assert_eq!(
@@ -1312,7 +1323,12 @@ mod tests {
         );
         assert_eq!(r.final_inventory, dec!(0.5));
         // The market trades through the (requoted) bid: the ask falls to 99.98.
-        lines.push(ticker(4_000, "99.97", "4", "99.98", "5", "99.99", "0.1", 3));
+        lines.push(ticker(
+            4_000,
+            ["99.97", "4", "99.98", "5"],
+            ("99.99", "0.1"),
+            3,
+        ));
         let r = run_lines(&lines, 0);
         assert!(r.fills >= 2, "{r:?}");
         assert!(r.final_inventory > dec!(0.5), "{r:?}");
@@ -1322,10 +1338,10 @@ mod tests {
     #[test]
     fn order_latency_keeps_orders_out_of_the_book_until_they_arrive() {
         let lines = vec![
-            ticker(1_000, "100.00", "5", "100.02", "5", "100.01", "1", 1),
-            ticker(2_000, "100.00", "2", "100.02", "5", "100.00", "3", 2),
-            ticker(3_000, "99.99", "4", "100.02", "5", "100.00", "2.5", 3),
-            ticker(4_000, "99.97", "4", "99.98", "5", "99.99", "0.1", 3),
+            ticker(1_000, ["100.00", "5", "100.02", "5"], ("100.01", "1"), 1),
+            ticker(2_000, ["100.00", "2", "100.02", "5"], ("100.00", "3"), 2),
+            ticker(3_000, ["99.99", "4", "100.02", "5"], ("100.00", "2.5"), 3),
+            ticker(4_000, ["99.97", "4", "99.98", "5"], ("99.99", "0.1"), 3),
         ];
         let r = run_lines(&lines, 10_000);
         assert_eq!((r.fills, r.orders_placed), (0, 0), "{r:?}");
@@ -1435,6 +1451,7 @@ mod tests {
             duration: Duration::from_secs(600),
             order_latency: Duration::from_millis(5),
             feed_latency: Duration::from_millis(5),
+            feed_interval: Duration::ZERO,
             maker_fee_bps: dec!(10),
         };
         let text = cli(&args).unwrap();
@@ -1454,5 +1471,35 @@ mod tests {
             ..args
         };
         assert!(cli(&args).unwrap_err().to_string().contains("cannot read"));
+    }
+
+    #[test]
+    fn a_ticker_cadence_feed_decides_less_often_but_still_trades() {
+        let every = walk_report(SKEWED_SPREAD, 9);
+        let cfg = BacktestConfig {
+            feed_interval_ms: 1_000,
+            ..config(
+                vec![market(
+                    SymbolConfig::btcusdt(),
+                    SKEWED_SPREAD,
+                    dec!(1),
+                    dec!(60000),
+                )],
+                5,
+                5,
+            )
+        };
+        let data = DataSource::RandomWalk {
+            seed: 9,
+            duration_ms: 3_600_000,
+            market: SimMarketConfig::default(),
+        };
+        let sampled = run(cfg, data).unwrap().markets.remove(0);
+        assert_eq!(sampled.events, every.events);
+        assert!(
+            sampled.orders_placed * 3 < every.orders_placed,
+            "{sampled:?} vs {every:?}"
+        );
+        assert!(sampled.fills > 0);
     }
 }

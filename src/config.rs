@@ -360,6 +360,9 @@ pub struct EngineConfig {
     pub shutdown_timeout: Duration,
     /// On start, orders with our prefix left by an earlier run: "cancel" or "adopt".
     pub orphan_orders: OrphanPolicy,
+    /// How often exchangeInfo is asked whether the symbols still trade.
+    #[serde(deserialize_with = "de_duration")]
+    pub status_check_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -377,6 +380,7 @@ impl Default for EngineConfig {
             time_sync_interval: Duration::from_secs(600),
             shutdown_timeout: Duration::from_secs(8),
             orphan_orders: OrphanPolicy::Cancel,
+            status_check_interval: Duration::from_secs(30),
         }
     }
 }
@@ -393,6 +397,9 @@ pub struct SimSection {
     #[serde(deserialize_with = "de_opt_duration")]
     pub max_connection_age: Option<Duration>,
     pub legacy_account_info: bool,
+    /// "2018" (listen keys, `!ticker@arr`) or "2026" (Binance Spot today: listen-key
+    /// endpoints answer 410, user data over the WebSocket API).
+    pub dialect: crate::sim::Dialect,
     /// Starting balances of the generated account, e.g. { USDT = "100000", BTC = "1" }.
     pub balances: BTreeMap<String, rust_decimal::Decimal>,
 }
@@ -405,6 +412,7 @@ impl Default for SimSection {
             listen_key_validity: None,
             max_connection_age: None,
             legacy_account_info: false,
+            dialect: crate::sim::Dialect::default(),
             balances: BTreeMap::new(),
         }
     }
@@ -611,6 +619,7 @@ impl Config {
         positive(e.resync_interval, "engine.resync_interval")?;
         positive(e.time_sync_interval, "engine.time_sync_interval")?;
         positive(e.shutdown_timeout, "engine.shutdown_timeout")?;
+        positive(e.status_check_interval, "engine.status_check_interval")?;
 
         if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
             return Err(err(
@@ -1032,6 +1041,16 @@ max_base_position = "0.05"
         format!(
             "[exchange]\nvenue = \"binance\"\napi_key = {key}\napi_secret = {secret}\n[markets]\ndir = \"markets\"\n"
         )
+    }
+
+    #[test]
+    fn the_shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["demo.toml", "demo-ws-api.toml", "example-binance.toml"] {
+            let c = Config::load_with_env(&root.join(name), Vec::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.markets.is_empty(), "{name}");
+        }
     }
 
     #[test]

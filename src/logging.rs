@@ -56,6 +56,13 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut f = Fields(serde_json::Map::new());
+        event.record(&mut f);
+        // The stable keys win; an event field of the same name is kept under another name.
+        for reserved in ["ts", "level", "target"] {
+            if let Some(v) = f.0.remove(reserved) {
+                f.0.insert(format!("{reserved}_field"), v);
+            }
+        }
         f.0.insert(
             "ts".into(),
             humantime::format_rfc3339_millis(std::time::SystemTime::now())
@@ -64,7 +71,6 @@ where
         );
         f.0.insert("level".into(), event.metadata().level().as_str().into());
         f.0.insert("target".into(), event.metadata().target().into());
-        event.record(&mut f);
         let line = serde_json::to_string(&f.0).map_err(|_| fmt::Error)?;
         writeln!(w, "{line}")
     }

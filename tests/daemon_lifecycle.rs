@@ -106,6 +106,7 @@ async fn quotes_both_sides_follow_the_market_and_sigterm_leaves_nothing() {
     );
     d.assert_no_panic();
     assert!(!d.log().contains(API_SECRET), "the secret was logged");
+    assert!(!d.log().contains(API_KEY), "the API key was logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,5 +167,44 @@ async fn sighup_adds_and_removes_markets_and_refuses_an_invalid_file() {
     let status = d.stop().await;
     assert!(status.success());
     assert!(d.open_orders().is_empty());
+    d.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let mut d = Daemon::new(sim_config(), &[("BTCUSDT", "0.001")], "").await;
+    d.spawn();
+    d.wait_for("quoting", Duration::from_secs(10), || async {
+        !d.open_orders().is_empty()
+    })
+    .await;
+    // Cancel-all hangs: the graceful stop would take seconds.
+    d.sim
+        .faults()
+        .hang_rest(
+            "/api/v3/openOrders",
+            Some("DELETE"),
+            5,
+            Duration::from_secs(6),
+            false,
+        )
+        .unwrap();
+    d.signal(15);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = std::time::Instant::now();
+    d.signal(15);
+    let status = d
+        .wait_exit(Duration::from_secs(2))
+        .await
+        .expect("no exit after the second signal");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        !status.success(),
+        "an interrupted stop must not report success"
+    );
     d.assert_no_panic();
 }

@@ -64,7 +64,7 @@ async fn ws_api_signing_vectors_verify() {
             })
             .collect();
         let ok = mmd::sim::ws_api::ws_signature_ok(
-            &HmacSigner::new(secret.as_bytes()),
+            &mmd::sim::auth::KeyVerifier::from_secret(secret).unwrap(),
             &Params::from_pairs(pairs.clone()),
             signature,
         );
@@ -364,4 +364,92 @@ async fn ws_api_connection_announces_and_closes_at_max_age() {
         "{e:?}"
     );
     sim.shutdown().await;
+}
+
+/// An Ed25519 API key (the account's "secret" at the exchange is its public key PEM):
+/// session.logon + userDataStream.subscribe on the WebSocket API, and a REST request
+/// with the base64 signature percent-encoded, both signed with the project's signer.
+#[tokio::test]
+async fn ed25519_keys_log_on_and_sign_rest() {
+    use mmd::binance::sign::{Ed25519Signer, rest_payload};
+    let signer = Ed25519Signer::from_bytes(&[7u8; 32]);
+    let pem = signer.public_key_pem().unwrap();
+    let sim = start(SimConfig {
+        accounts: vec![AccountConfig {
+            api_key: "ed-key".into(),
+            api_secret: pem,
+            ..AccountConfig::default()
+        }],
+        ..test_config()
+    })
+    .await;
+    let ts = now_ms().to_string();
+    let payload = ws_api_payload([("apiKey", "ed-key"), ("timestamp", ts.as_str())]);
+    let sig = signer.sign_base64(payload.as_bytes());
+    let mut ws = connect(&sim.ws_api_url()).await;
+    let r = call(
+        &mut ws,
+        "1",
+        "session.logon",
+        json!({"apiKey": "ed-key", "timestamp": ts, "signature": sig}),
+    )
+    .await;
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["apiKey"], "ed-key");
+    let r = call(&mut ws, "2", "userDataStream.subscribe", Value::Null).await;
+    assert_eq!(r["result"]["subscriptionId"], 0, "{r}");
+    // A signature by another key is refused.
+    let other = Ed25519Signer::from_bytes(&[8u8; 32]);
+    let bad = other.sign_base64(payload.as_bytes());
+    let r = call(
+        &mut ws,
+        "3",
+        "session.logon",
+        json!({"apiKey": "ed-key", "timestamp": ts, "signature": bad}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], -1022);
+    // REST: base64 signature, percent-encoded in the query.
+    let ts = now_ms().to_string();
+    let payload = rest_payload([("timestamp", ts.as_str())]);
+    let sig = signer.sign_base64(payload.as_bytes());
+    let enc = mmd::binance::sign::percent_encode(&sig).to_string();
+    let c = Client::with_key(&sim.rest_url(), "ed-key", "unused");
+    let r = c
+        .raw(
+            reqwest::Method::GET,
+            &format!("/api/v3/account?{payload}&signature={enc}"),
+            None,
+            Some("ed-key"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let bad =
+        mmd::binance::sign::percent_encode(&other.sign_base64(payload.as_bytes())).to_string();
+    let r = c
+        .raw(
+            reqwest::Method::GET,
+            &format!("/api/v3/account?{payload}&signature={bad}"),
+            None,
+            Some("ed-key"),
+        )
+        .await;
+    assert_eq!(r.code(), -1022);
+    sim.shutdown().await;
+    // A malformed public key is refused at start, naming the field.
+    let err = mmd::sim::start(
+        SimConfig {
+            accounts: vec![AccountConfig {
+                api_key: "x".into(),
+                api_secret: "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n".into(),
+                ..AccountConfig::default()
+            }],
+            ..test_config()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("accounts[0].api_secret"), "{err}");
 }

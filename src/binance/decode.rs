@@ -56,17 +56,20 @@ impl From<serde_json::Error> for DecodeError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SymbolSet {
     symbols: HashSet<Box<str>>,
-    /// One bit per (length, first byte, last byte) class of the members: rejects
+    /// One bit per hash class (length, head, tail) of the members: rejects
     /// almost every unwanted symbol of a 2,000-symbol frame without hashing it.
     prefilter: [u64; 4],
 }
 
 fn prefilter_bit(s: &[u8]) -> (usize, u64) {
-    let (first, last) = match (s.first(), s.last()) {
-        (Some(f), Some(l)) => (*f as usize, *l as usize),
-        _ => (0, 0),
-    };
-    let h = (s.len().wrapping_mul(31) ^ first.wrapping_mul(7) ^ last.wrapping_mul(131)) & 255;
+    // Head and tail words both: symbols share prefixes and suffixes ("...USDT").
+    let n = s.len().min(8);
+    let mut head = [0u8; 8];
+    head[..n].copy_from_slice(&s[..n]);
+    let mut tail = [0u8; 8];
+    tail[8 - n..].copy_from_slice(&s[s.len() - n..]);
+    let x = u64::from_le_bytes(head) ^ u64::from_le_bytes(tail).rotate_left(29) ^ s.len() as u64;
+    let h = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize;
     (h >> 6, 1u64 << (h & 63))
 }
 

@@ -22,6 +22,9 @@ use crate::binance::types::{
 use crate::config::OrphanPolicy;
 use crate::metrics::{self, Metrics};
 
+/// How long a market the exchange reports closed waits before quoting is tried again.
+const MARKET_CLOSED_PAUSE_MS: u64 = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub prefix: String,
@@ -39,6 +42,8 @@ pub struct EngineSettings {
     pub post_only: bool,
     /// How often the mid of each market is recorded in the ledger (for the report).
     pub mark_interval_ms: u64,
+    /// How often the symbols' trading status is checked in exchangeInfo.
+    pub status_check_interval_ms: u64,
 }
 
 impl EngineSettings {
@@ -54,6 +59,7 @@ impl EngineSettings {
             orphan_policy: OrphanPolicy::Cancel,
             post_only: true,
             mark_interval_ms: 5_000,
+            status_check_interval_ms: 30_000,
         }
     }
 }
@@ -75,6 +81,8 @@ struct Market {
     killed: bool,
     /// No new orders before this (after a rejection).
     paused_until_ms: u64,
+    /// The exchange says the symbol is not TRADING: orders off, no quoting.
+    halted: bool,
 }
 
 impl Market {
@@ -94,6 +102,7 @@ impl Market {
             removing: false,
             killed: false,
             paused_until_ms: 0,
+            halted: false,
         })
     }
 }
@@ -137,6 +146,7 @@ pub struct Engine {
     history_start_ms: HashMap<String, u64>,
     rest_blocked_until_ms: u64,
     last_mark_ms: u64,
+    last_status_check_ms: u64,
     now_ms: u64,
     out: Vec<Command>,
 }
@@ -184,6 +194,7 @@ impl Engine {
             history_start_ms: HashMap::new(),
             rest_blocked_until_ms: 0,
             last_mark_ms: 0,
+            last_status_check_ms: 0,
             now_ms: 0,
             out: Vec::new(),
         };
@@ -306,6 +317,7 @@ impl Engine {
                 }
             }
             Input::Tick => self.on_tick(),
+            Input::SymbolStatus(list) => self.on_symbol_status(list),
             Input::Shutdown => self.on_shutdown(),
             Input::Reload(setups) => self.on_reload(setups),
         }
@@ -331,12 +343,20 @@ impl Engine {
                 let until = self.now_ms + (*retry_after_ms).max(100);
                 self.rest_blocked_until_ms = self.rest_blocked_until_ms.max(until);
             }
-            RestFailure::Rejected { .. } => {
+            RestFailure::Rejected { msg, .. } => {
                 if let Input::Placed { client_id, .. } = input
-                    && let Some(o) = self.orders.get(client_id)
-                    && let Some(m) = self.markets.get_mut(&o.symbol)
+                    && let Some(symbol) = self.orders.get(client_id).map(|o| o.symbol.clone())
+                    && let Some(m) = self.markets.get_mut(&symbol)
                 {
-                    m.paused_until_ms = self.now_ms + 1_000;
+                    // The symbol stopped trading (BREAK, HALT, CANCEL_ONLY): take our orders
+                    // off and look again later, rather than knock on a closed door.
+                    if msg.to_ascii_lowercase().contains("market is closed") {
+                        m.paused_until_ms = self.now_ms + MARKET_CLOSED_PAUSE_MS;
+                        error!(event = "market_closed", symbol = %symbol, "the exchange says the market is closed: orders canceled, quoting paused");
+                        self.cancel_symbol_orders(&symbol, "market_closed");
+                    } else {
+                        m.paused_until_ms = self.now_ms + 1_000;
+                    }
                 }
             }
             _ => {}
@@ -413,7 +433,7 @@ impl Engine {
         let Some(m) = self.markets.get_mut(symbol) else {
             return;
         };
-        if m.removing || m.killed || now < m.paused_until_ms {
+        if m.removing || m.killed || m.halted || now < m.paused_until_ms {
             return;
         }
         let Some(snap) = m.snapshot.clone() else {
@@ -595,7 +615,7 @@ impl Engine {
             metrics::ORDERS_PLACED,
             &[("symbol", symbol), ("side", side.as_str())],
         );
-        info!(event = "quote_placed", symbol, side = side.as_str(), price = %q.price, qty = %q.qty, level = q.level, client_order_id = %client_id, "placing quote");
+        info!(event = "quote_placed", symbol, side = side.as_str(), price = %q.price, qty = %q.qty, quote_level = q.level, client_order_id = %client_id, "placing quote");
         self.out.push(Command::Place(PlaceOrder {
             symbol: symbol.to_owned(),
             client_id,
@@ -784,6 +804,31 @@ impl Engine {
             }
         }
         self.requote(&symbol);
+    }
+
+    /// Adopted orders take the levels they would have had: per symbol and side, the one
+    /// closest to the other side is level 0. The diff then keeps or reprices them.
+    fn assign_adopted_levels(&mut self, adopted: &[String]) {
+        let mut groups: BTreeMap<(String, bool), Vec<(Decimal, String)>> = BTreeMap::new();
+        for cid in adopted {
+            if let Some(o) = self.orders.get(cid) {
+                groups
+                    .entry((o.symbol.clone(), o.side == Side::Buy))
+                    .or_default()
+                    .push((o.price, cid.clone()));
+            }
+        }
+        for ((_, is_bid), mut v) in groups {
+            v.sort();
+            if is_bid {
+                v.reverse();
+            }
+            for (level, (_, cid)) in v.into_iter().enumerate() {
+                if let Some(o) = self.orders.get_mut(&cid) {
+                    o.level = level as u32;
+                }
+            }
+        }
     }
 
     fn track_foreign(
@@ -1248,6 +1293,7 @@ impl Engine {
                 }
             }
         }
+        let mut adopted: Vec<String> = Vec::new();
         let mut listed: HashSet<String> = HashSet::new();
         let mut resynced_symbols: HashSet<String> = HashSet::new();
         for (symbol, open) in snap.open_orders {
@@ -1273,12 +1319,14 @@ impl Engine {
                 self.orders.set_exchange_id(&o.client_order_id, o.order_id);
                 if reason == ResyncReason::Startup && self.s.orphan_policy == OrphanPolicy::Adopt {
                     info!(event = "orphan_adopted", symbol = %symbol, client_order_id = %o.client_order_id, "order of an earlier run adopted");
+                    adopted.push(o.client_order_id.clone());
                 } else {
                     warn!(event = "orphan_canceled", symbol = %symbol, client_order_id = %o.client_order_id, "order of an earlier run (our prefix): canceling");
                     self.send_cancel(&o.client_order_id, "orphan");
                 }
             }
         }
+        self.assign_adopted_levels(&adopted);
         // Orders we think may rest but the exchange does not list: they finished while we
         // were not looking. A query tells how (filled or canceled).
         let now = self.now_ms;
@@ -1421,6 +1469,14 @@ impl Engine {
         for m in self.markets.values_mut() {
             m.strategy.on_timer(now);
         }
+        if self.phase == Phase::Running
+            && self.synced
+            && now >= self.rest_blocked_until_ms
+            && now.saturating_sub(self.last_status_check_ms) >= self.s.status_check_interval_ms
+        {
+            self.last_status_check_ms = now;
+            self.out.push(Command::CheckSymbols);
+        }
         if now.saturating_sub(self.last_mark_ms) >= self.s.mark_interval_ms {
             self.last_mark_ms = now;
             for (symbol, m) in &self.markets {
@@ -1475,6 +1531,23 @@ impl Engine {
             stale_after_ms: self.s.stale_after_ms,
             open_orders: self.orders.iter().filter(|o| o.state.may_be_open()).count(),
         });
+    }
+
+    fn on_symbol_status(&mut self, list: Vec<(String, String)>) {
+        for (symbol, status) in list {
+            let Some(m) = self.markets.get_mut(&symbol) else {
+                continue;
+            };
+            let trading = status == "TRADING";
+            if !trading && !m.halted {
+                m.halted = true;
+                error!(event = "market_halted", symbol = %symbol, status = %status, "the exchange stopped trading this symbol: orders canceled, quoting paused until it trades again");
+                self.cancel_symbol_orders(&symbol, "market_halted");
+            } else if trading && m.halted {
+                m.halted = false;
+                info!(event = "market_resumed", symbol = %symbol, "the symbol trades again: quoting resumes");
+            }
+        }
     }
 
     // ------------------------------------------------------------ shutdown and reload

@@ -165,6 +165,8 @@ pub enum Input {
         banned: bool,
     },
     Tick,
+    /// Trading status per symbol, from exchangeInfo (TRADING, BREAK, HALT, CANCEL_ONLY, ...).
+    SymbolStatus(Vec<(String, String)>),
     Shutdown,
     /// SIGHUP: the new set of markets, already validated and looked up at the exchange.
     Reload(Vec<MarketSetup>),
@@ -205,6 +207,8 @@ pub enum Command {
         reason: ResyncReason,
         trades_from: Vec<(String, Option<i64>)>,
     },
+    /// Ask exchangeInfo for the configured symbols' trading status.
+    CheckSymbols,
     /// Market symbols changed (SIGHUP): the market stream must follow.
     SetMarketSymbols(Vec<String>),
     /// Append to the ledger (a writer thread does the IO).

@@ -227,6 +227,7 @@ async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
                 sc.max_connection_age = d;
             }
             sc.legacy_account_info = s.legacy_account_info;
+            sc.dialect = s.dialect;
             let mut account = crate::sim::AccountConfig {
                 api_key: api_key.clone(),
                 api_secret: secret.clone(),
@@ -355,6 +356,7 @@ pub async fn run(
     settings.stale_after_ms = cfg.streams.stale_after.as_millis() as u64;
     settings.resync_interval_ms = cfg.engine.resync_interval.as_millis() as u64;
     settings.orphan_policy = cfg.engine.orphan_orders;
+    settings.status_check_interval_ms = cfg.engine.status_check_interval.as_millis() as u64;
     let ledger = crate::ledger::Ledger::open(&cfg.storage_path)
         .with_context(|| format!("storage.path {}", cfg.storage_path.display()))?;
     let mut last_ids = Vec::new();
@@ -695,6 +697,19 @@ impl Io {
                             .map_err(|e| failure(&e)),
                     }
                 }
+                Command::CheckSymbols => match rest.exchange_info().await {
+                    Ok(info) => Input::SymbolStatus(
+                        info.symbols
+                            .into_iter()
+                            .map(|s| (s.symbol, s.status))
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        me.blocked(&e);
+                        warn!(event = "status_check_failed", error = %e, "exchangeInfo failed");
+                        return;
+                    }
+                },
                 Command::CheckOpenOrders { symbol } => {
                     let r = rest.open_orders(Some(&symbol)).await;
                     Input::OpenOrdersChecked {

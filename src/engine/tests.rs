@@ -739,3 +739,195 @@ fn never_quotes_through_our_own_resting_order() {
         "{c:?}"
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        /// executionReport for trade i (duplicates allowed).
+        Stream(usize),
+        /// A reconnect resync whose myTrades holds trades 0..=i.
+        Resync(usize),
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// However the trades of an order arrive (stream, resync after a reconnect, both,
+        /// duplicated, in any order), each is counted once: fills, position and metric agree.
+        #[test]
+        fn every_trade_counts_once_whatever_the_path(
+            parts in prop::collection::vec(1u32..5, 1..6),
+            evs in prop::collection::vec(prop_oneof![
+                (0usize..6).prop_map(Ev::Stream),
+                (0usize..6).prop_map(Ev::Resync),
+            ], 1..25),
+        ) {
+            let mut h = H::new(&["BTCUSDT"]);
+            let p = h.start();
+            let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+            h.feed(ack(&bid, 7));
+            let n = parts.len();
+            let qty = |i: usize| Decimal::new(parts[i] as i64, 2);
+            let cum = |i: usize| (0..=i).map(qty).sum::<Decimal>();
+            let mut delivered = std::collections::BTreeSet::new();
+            let mk = |i: usize| MyTrade {
+                symbol: "BTCUSDT".into(), id: 100 + i as i64, order_id: 7, price: bid.price, qty: qty(i),
+                quote_qty: qty(i) * bid.price, commission: Decimal::ZERO, commission_asset: "BTC".into(),
+                time: 700 + i as u64, is_buyer: true, is_maker: true,
+            };
+            for e in &evs {
+                match *e {
+                    Ev::Stream(i) if i < n => {
+                        h.feed(exec(&bid, 7, ExecType::Trade, OrderStatus::PartiallyFilled, qty(i), cum(i), 100 + i as i64, 10 + i as u64));
+                        delivered.insert(i);
+                    }
+                    Ev::Resync(i) if i < n => {
+                        h.feed(Input::StreamDown { stream: Stream::User, reason: "drop".into() });
+                        h.feed(Input::StreamUp { stream: Stream::User, reason: ConnectReason::Error });
+                        h.feed(Input::Resynced { reason: ResyncReason::Reconnect, result: Ok(snapshot((0..=i).map(mk).collect())) });
+                        delivered.extend(0..=i);
+                    }
+                    _ => {}
+                }
+            }
+            let expected: Decimal = delivered.iter().map(|i| qty(*i)).sum();
+            prop_assert_eq!(h.e.fill_count("BTCUSDT"), Some(delivered.len() as u64));
+            prop_assert_eq!(h.e.position("BTCUSDT"), Some(expected));
+            prop_assert_eq!(h.metrics.counter_sum(metrics::FILLS), delivered.len() as u64);
+        }
+    }
+}
+
+#[test]
+fn a_closed_market_takes_its_orders_off_and_pauses() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let (bid, ask) = (p[0].clone(), p[1].clone());
+    h.feed(ack(&bid, 1));
+    let c = h.feed(Input::Placed {
+        client_id: ask.client_id.clone(),
+        result: Err(RestFailure::Rejected {
+            code: -2010,
+            msg: "Market is closed.".into(),
+        }),
+    });
+    assert!(
+        c.contains(&Command::Cancel {
+            symbol: "BTCUSDT".into(),
+            client_id: bid.client_id.clone()
+        }),
+        "{c:?}"
+    );
+    h.now += 5_000;
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+    assert_eq!(
+        h.metrics.counter(
+            metrics::ORDERS_REJECTED,
+            &[("symbol", "BTCUSDT"), ("code", "-2010")]
+        ),
+        1
+    );
+}
+
+#[test]
+fn adopted_orders_take_levels_and_are_kept_when_still_right() {
+    let metrics = Metrics::new();
+    let mut settings = EngineSettings::new("mmd", "run02");
+    settings.orphan_policy = crate::config::OrphanPolicy::Adopt;
+    let mut e = Engine::new(settings, vec![setup("BTCUSDT")], metrics).unwrap();
+    let now = 1_000_000;
+    e.handle(
+        Input::StreamUp {
+            stream: Stream::User,
+            reason: ConnectReason::Initial,
+        },
+        now,
+    );
+    let old = |cid: &str, id: u64, side: Side, price: Decimal| OrderResponse {
+        symbol: "BTCUSDT".into(),
+        order_id: id,
+        client_order_id: cid.into(),
+        orig_client_order_id: None,
+        transact_time: None,
+        price: Some(price),
+        orig_qty: Some(dec!(0.1)),
+        executed_qty: Some(dec!(0)),
+        cummulative_quote_qty: None,
+        status: Some(OrderStatus::New),
+        time_in_force: None,
+        order_type: None,
+        side: Some(side),
+        fills: vec![],
+    };
+    let mut snap = snapshot(vec![]);
+    snap.open_orders = vec![(
+        "BTCUSDT".into(),
+        vec![
+            old("mmd-BTCUSDT-old-1", 1, Side::Buy, dec!(99.94)),
+            old("mmd-BTCUSDT-old-2", 2, Side::Sell, dec!(100.16)),
+        ],
+    )];
+    let c = e.handle(
+        Input::Resynced {
+            reason: ResyncReason::Startup,
+            result: Ok(snap),
+        },
+        now,
+    );
+    assert!(
+        !c.iter().any(|c| matches!(c, Command::Cancel { .. })),
+        "{c:?}"
+    );
+    assert_eq!(e.orders().get("mmd-BTCUSDT-old-1").unwrap().level, 0);
+    // The market is where those quotes belong: they are kept, nothing new is placed.
+    let c = e.handle(ticker("BTCUSDT", dec!(100.00), dec!(100.10)), now);
+    assert!(
+        places(&c).is_empty() && !c.iter().any(|c| matches!(c, Command::Cancel { .. })),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn a_symbol_not_trading_is_halted_until_it_trades_again() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    for o in &p {
+        h.feed(ack(o, if o.side == Side::Buy { 1 } else { 2 }));
+    }
+    let c = h.feed(Input::SymbolStatus(vec![(
+        "BTCUSDT".into(),
+        "BREAK".into(),
+    )]));
+    assert_eq!(
+        c.iter()
+            .filter(|c| matches!(c, Command::Cancel { .. }))
+            .count(),
+        2,
+        "{c:?}"
+    );
+    for o in &p {
+        h.feed(Input::Canceled {
+            client_id: o.client_id.clone(),
+            result: Ok(match ack(o, 1) {
+                Input::Placed {
+                    result: Ok(mut r), ..
+                } => {
+                    r.status = Some(OrderStatus::Canceled);
+                    r
+                }
+                _ => unreachable!(),
+            }),
+        });
+    }
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+    h.feed(Input::SymbolStatus(vec![(
+        "BTCUSDT".into(),
+        "TRADING".into(),
+    )]));
+    assert_eq!(
+        places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).len(),
+        2
+    );
+}

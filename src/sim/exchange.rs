@@ -6,12 +6,12 @@
 //! so every subscriber sees events in exactly the order the state changed.
 
 use super::accounts::{BalanceError, Balances};
+use super::auth::KeyVerifier;
 use super::book::{Book, Fill, MARKET_OWNER, OrderId, Owner, Resting, Side};
 use super::config::{SimConfig, SymbolConfig};
 use super::price_process::{self, PriceRng};
 use super::stats::StatsCounters;
 use super::wire::*;
-use crate::binance::sign::HmacSigner;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -294,7 +294,7 @@ struct ConnEntry {
 
 struct Account {
     api_key: String,
-    signer: HmacSigner,
+    verifier: KeyVerifier,
     balances: Balances,
     update_time: u64,
     trades: Vec<TradeRecord>,
@@ -474,7 +474,12 @@ impl Exchange {
         self.account_index.insert(api_key.to_string(), idx);
         self.accounts.push(Account {
             api_key: api_key.to_string(),
-            signer: HmacSigner::new(secret.as_bytes()),
+            verifier: KeyVerifier::from_secret(secret).unwrap_or_else(|e| {
+                // Configs are validated before start; a bad key added at run time
+                // falls back to HMAC and never verifies an Ed25519 signature.
+                tracing::error!(api_key, %e, "sim account key");
+                KeyVerifier::Hmac(crate::binance::sign::HmacSigner::new(secret.as_bytes()))
+            }),
             balances: Balances::new(balances),
             update_time: self.clock.now_ms(),
             trades: Vec::new(),
@@ -497,8 +502,8 @@ impl Exchange {
         self.account_index.get(api_key).copied()
     }
 
-    pub fn signer(&self, account: u32) -> &HmacSigner {
-        &self.accounts[account as usize].signer
+    pub fn verifier(&self, account: u32) -> &KeyVerifier {
+        &self.accounts[account as usize].verifier
     }
 
     pub fn symbol_of(&self, symbol: &str) -> Option<u32> {

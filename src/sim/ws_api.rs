@@ -6,12 +6,13 @@
 //! `eventStreamTerminated` ends a subscription; `serverShutdown` announces a close.
 
 use super::Shared;
+use super::auth::KeyVerifier;
 use super::auth::{self, Params};
 use super::exchange::{ApiError, ConnCtl, ConnKind, UserEvent};
 use super::stats::StatsCounters;
 use super::streams::{Lifecycle, UserEventShaper, send_injected};
 use super::wire::BareEvent;
-use crate::binance::sign::{HmacSigner, ws_api_payload};
+use crate::binance::sign::ws_api_payload;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -25,10 +26,11 @@ pub(crate) async fn ws_api(State(sh): State<Arc<Shared>>, ws: WebSocketUpgrade) 
     ws.on_upgrade(move |socket| ws_api_conn(sh, socket))
 }
 
-/// True if `signature` is the HMAC of the params (minus `signature`) sorted by name, raw UTF-8.
-pub fn ws_signature_ok(signer: &HmacSigner, params: &Params, signature: &str) -> bool {
+/// True if `signature` signs the params (minus `signature`) sorted by name, raw UTF-8
+/// (HMAC hex, or Ed25519 base64 for an Ed25519 account).
+pub fn ws_signature_ok(verifier: &KeyVerifier, params: &Params, signature: &str) -> bool {
     let payload = ws_api_payload(params.iter().filter(|(k, _)| *k != "signature"));
-    signer.verify_hex(payload.as_bytes(), signature)
+    verifier.verify(payload.as_bytes(), signature)
 }
 
 /// JSON params object → ordered string pairs (numbers and bools as their JSON text).
@@ -293,7 +295,7 @@ fn authenticate(
                 sh.cfg.default_recv_window_ms,
                 sh.cfg.max_recv_window_ms,
             )?;
-            if !ws_signature_ok(ex.signer(account), params, sig) {
+            if !ws_signature_ok(ex.verifier(account), params, sig) {
                 return Err(ApiError::bad(
                     -1022,
                     "Signature for this request is not valid.",

@@ -191,21 +191,23 @@ pub fn inventory_skew(
     range_base: Decimal,
 ) -> Option<InventorySkew> {
     let base = balances.base_total();
-    let total_value = base * price + balances.quote_total();
+    let base_value = base * price;
+    let total_value = base_value + balances.quote_total();
     if total_value <= Decimal::ZERO || price <= Decimal::ZERO {
         return None;
     }
-    // Portfolio in base units; 12 places are far below any step size and keep the products
-    // below inside Decimal's fast 96-bit path.
-    let total_base = (total_value / price).round_dp(12);
+    // All in quote value so a single division remains: skew = (base − target) / range with
+    // target = total·pct/price and range = min(range_base, total/2/price).
     // The range can never exceed half the portfolio, or one side could never be quoted.
-    let range = range_base.min(total_base * HALF);
-    if range <= Decimal::ZERO {
+    let range_value = (range_base * price).min(total_value * HALF);
+    if range_value <= Decimal::ZERO {
         return None;
     }
-    let target = total_base * target_base_pct * PERCENT;
-    let skew = ((base - target) / range)
-        .round_dp(12)
+    let target_value = total_value * target_base_pct * PERCENT;
+    // Six places move a size by at most a millionth of an order: far below any step size,
+    // and small operands keep the products that follow in Decimal's fast path.
+    let skew = ((base_value - target_value) / range_value)
+        .round_dp(6)
         .clamp(Decimal::NEGATIVE_ONE, Decimal::ONE);
     let bid_ratio = Decimal::ONE - skew;
     Some(InventorySkew {

@@ -120,6 +120,7 @@ path = "mmd.sqlite"
 [engine]
 tick_interval = "100ms"
 shutdown_timeout = "8s"
+status_check_interval = "1s"
 {extra}
 "#,
             rest = sim.rest_url(),
@@ -142,10 +143,16 @@ shutdown_timeout = "8s"
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// Starts the daemon with extra environment (`MMD__<TABLE>__<KEY>` overrides).
+    pub fn spawn_with_env(&mut self, env: &[(&str, String)]) {
         let log = std::fs::File::create(&self.log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mmd"))
             .args(["run", "--config"])
             .arg(self.config_path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("MMD_TEST_API_KEY", API_KEY)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
