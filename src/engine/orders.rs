@@ -139,7 +139,10 @@ pub fn transition(from: OrderState, trigger: Trigger) -> Option<OrderState> {
         (S::New, T::Rejected) => S::Rejected,
         (S::New, T::Expired) => S::Expired,
         (S::New, T::CancelSent) => S::PendingCancel,
-        (S::New, T::PlaceOutcomeUnknown | T::CancelInconclusive | T::NotFound) => return None,
+        (S::New, T::PlaceOutcomeUnknown | T::CancelInconclusive) => return None,
+        // It was there and now the exchange has no record of it (the exchange restarted
+        // and forgot its book): it is gone, with whatever fills the trade list shows.
+        (S::New, T::NotFound) => S::Expired,
 
         // A NEW after a partial fill is stale.
         (S::PartiallyFilled, T::Accepted | T::PartiallyFilled) => return None,
@@ -148,9 +151,8 @@ pub fn transition(from: OrderState, trigger: Trigger) -> Option<OrderState> {
         (S::PartiallyFilled, T::Rejected) => return None,
         (S::PartiallyFilled, T::Expired) => S::Expired,
         (S::PartiallyFilled, T::CancelSent) => S::PendingCancel,
-        (S::PartiallyFilled, T::PlaceOutcomeUnknown | T::CancelInconclusive | T::NotFound) => {
-            return None;
-        }
+        (S::PartiallyFilled, T::PlaceOutcomeUnknown | T::CancelInconclusive) => return None,
+        (S::PartiallyFilled, T::NotFound) => S::Expired,
 
         // While a cancel is in flight, fills may still happen; only a final status ends it.
         (S::PendingCancel, T::Accepted | T::PartiallyFilled) => return None,
@@ -593,6 +595,15 @@ mod tests {
         assert_eq!(o.state, S::PendingCancel, "-2011 proves nothing by itself");
         o.apply(T::Filled, Source::Rest, Some(Decimal::ONE), 4);
         assert_eq!(o.state, S::Filled, "the query found it filled");
+    }
+
+    #[test]
+    fn an_order_the_exchange_forgot_is_gone() {
+        let mut o = order();
+        o.apply(T::Accepted, Source::Rest, None, 1);
+        o.apply(T::NotFound, Source::Rest, None, 2);
+        assert_eq!(o.state, S::Expired);
+        assert!(o.final_by_rest);
     }
 
     #[test]
