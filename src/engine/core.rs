@@ -1121,7 +1121,12 @@ impl Engine {
             }
             Err(e) => {
                 // -2011 may mean "already filled" or "not yet arrived": only a query can tell.
-                debug!(event = "cancel_inconclusive", symbol = %symbol, client_order_id = %cid, reason = %e);
+                // A 5xx or a timeout is rarer and worth an operator's eye.
+                if matches!(e, RestFailure::OutcomeUnknown(_)) {
+                    warn!(event = "cancel_unknown", symbol = %symbol, client_order_id = %cid, reason = %e, "cancel outcome unknown: will query");
+                } else {
+                    debug!(event = "cancel_inconclusive", symbol = %symbol, client_order_id = %cid, reason = %e);
+                }
                 o.apply(Trigger::CancelInconclusive, Source::Rest, None, now);
                 if !o.state.is_terminal() {
                     o.query_due = true;

@@ -140,8 +140,9 @@ pub fn transition(from: OrderState, trigger: Trigger) -> Option<OrderState> {
         (S::New, T::Expired) => S::Expired,
         (S::New, T::CancelSent) => S::PendingCancel,
         (S::New, T::PlaceOutcomeUnknown | T::CancelInconclusive) => return None,
-        // It was there and now the exchange has no record of it (the exchange restarted
-        // and forgot its book): it is gone, with whatever fills the trade list shows.
+        // The exchange acknowledged it but now, asked twice, does not know it (it
+        // restarted and forgot its book): it cannot rest there. Left New, the market
+        // would never be quoted again. Its fills, if any, come by trade id anyway.
         (S::New, T::NotFound) => S::Expired,
 
         // A NEW after a partial fill is stale.
@@ -584,6 +585,20 @@ mod tests {
         o.apply(T::NotFound, Source::Rest, None, 2);
         assert_eq!(o.state, S::Rejected);
         assert!(o.final_by_rest);
+    }
+
+    #[test]
+    fn an_acknowledged_order_the_exchange_forgot_is_no_longer_open() {
+        for cum in [None, Some(Decimal::new(4, 1))] {
+            let mut o = order();
+            o.apply(T::Accepted, Source::Stream, Some(Decimal::ZERO), 1);
+            if cum.is_some() {
+                o.apply(T::PartiallyFilled, Source::Stream, cum, 2);
+            }
+            o.apply(T::NotFound, Source::Rest, None, 3);
+            assert_eq!(o.state, S::Expired);
+            assert!(!o.state.may_be_open());
+        }
     }
 
     #[test]
