@@ -1728,6 +1728,10 @@ impl Engine {
                             .entry(symbol.clone())
                             .or_insert(self.now_ms);
                         info!(event = "market_added", symbol = %symbol, "market added");
+                        // Its trades from now on are ours even before its history is seeded.
+                        self.history_start_ms
+                            .entry(symbol.clone())
+                            .or_insert(self.now_ms);
                         self.out.push(Command::Record(Record::Market {
                             symbol: symbol.clone(),
                             base_asset: setup.base_asset,

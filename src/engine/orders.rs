@@ -613,6 +613,15 @@ mod tests {
     }
 
     #[test]
+    fn an_order_the_exchange_forgot_is_gone() {
+        let mut o = order();
+        o.apply(T::Accepted, Source::Rest, None, 1);
+        o.apply(T::NotFound, Source::Rest, None, 2);
+        assert_eq!(o.state, S::Expired);
+        assert!(o.final_by_rest);
+    }
+
+    #[test]
     fn out_of_order_cancel_before_new() {
         let mut o = order();
         o.apply(T::Canceled, Source::Stream, None, 1);

@@ -163,13 +163,13 @@ fn failure(e: &RestError) -> RestFailure {
 
 /// Everything the daemon runs on: the exchange addresses and credentials (after the
 /// embedded simulator, if any, has started).
-struct Venue_ {
-    rest_url: String,
-    stream_url: String,
-    ws_api_url: Option<String>,
+pub(crate) struct Venue_ {
+    pub(crate) rest_url: String,
+    pub(crate) stream_url: String,
+    pub(crate) ws_api_url: Option<String>,
     api_key: String,
     signer: Signer,
-    sim: Option<crate::sim::SimHandle>,
+    pub(crate) sim: Option<crate::sim::SimHandle>,
 }
 
 fn make_signer(secret: &str) -> anyhow::Result<Signer> {
@@ -192,7 +192,7 @@ fn random_token(n: usize) -> String {
         .collect()
 }
 
-async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
+pub(crate) async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
     match cfg.exchange.venue {
         Venue::Binance => {
             let creds = cfg
@@ -382,20 +382,8 @@ pub async fn run(
     engine.seed_history_starts(history_starts);
     let ledger = LedgerWriter::start(ledger, now_ms());
 
-    let stream_settings = StreamSettings {
-        stream_url: venue.stream_url.clone(),
-        ws_api_url: venue.ws_api_url.clone(),
-        max_connection_age: cfg.streams.max_connection_age,
-        reconnect_min_backoff: cfg.streams.reconnect_min_backoff,
-        reconnect_max_backoff: cfg.streams.reconnect_max_backoff,
-        idle_timeout: cfg.streams.idle_timeout,
-        keepalive_interval: cfg.streams.keepalive_interval,
-    };
-    let mode = match cfg.streams.market {
-        MarketStreamKind::TickerArr => MarketMode::TickerArr,
-        MarketStreamKind::BookTicker => MarketMode::BookTicker,
-        MarketStreamKind::Ticker => MarketMode::Ticker,
-    };
+    let stream_settings = stream_settings(&cfg, &venue);
+    let mode = market_mode(cfg.streams.market);
     let (stream_tx, mut stream_rx) = mpsc::channel::<StreamEvent>(8192);
     let (input_tx, mut input_rx) = mpsc::unbounded_channel::<Input>();
     let user: UserStreamHandle =
@@ -809,4 +797,25 @@ pub fn spawn_signal_forwarder(tx: mpsc::UnboundedSender<Control>) -> anyhow::Res
         }
     });
     Ok(())
+}
+
+/// The stream tasks' settings for `cfg` on an opened venue.
+pub(crate) fn stream_settings(cfg: &Config, venue: &Venue_) -> StreamSettings {
+    StreamSettings {
+        stream_url: venue.stream_url.clone(),
+        ws_api_url: venue.ws_api_url.clone(),
+        max_connection_age: cfg.streams.max_connection_age,
+        reconnect_min_backoff: cfg.streams.reconnect_min_backoff,
+        reconnect_max_backoff: cfg.streams.reconnect_max_backoff,
+        idle_timeout: cfg.streams.idle_timeout,
+        keepalive_interval: cfg.streams.keepalive_interval,
+    }
+}
+
+pub(crate) fn market_mode(kind: MarketStreamKind) -> MarketMode {
+    match kind {
+        MarketStreamKind::TickerArr => MarketMode::TickerArr,
+        MarketStreamKind::BookTicker => MarketMode::BookTicker,
+        MarketStreamKind::Ticker => MarketMode::Ticker,
+    }
 }

@@ -70,7 +70,7 @@ impl RateLimiter {
                 let left = until - now;
                 return Gate::Banned {
                     until_ms: now_ms + left.as_millis() as u64,
-                    retry_after: left.as_secs().max(1),
+                    retry_after: secs_rounded_up(left),
                 };
             }
             s.banned_until = None;
@@ -89,11 +89,11 @@ impl RateLimiter {
                 s.banned_until = Some(now + ban);
                 return Gate::Banned {
                     until_ms: now_ms + ban.as_millis() as u64,
-                    retry_after: ban.as_secs().max(1),
+                    retry_after: secs_rounded_up(ban),
                 };
             }
             return Gate::Limited {
-                retry_after: left.as_secs().max(1),
+                retry_after: secs_rounded_up(left),
                 used_weight: s.weight,
             };
         }
@@ -814,4 +814,10 @@ pub(crate) async fn admin_stats(State(sh): State<Arc<Shared>>) -> impl IntoRespo
         200,
         serde_json::to_string(&sh.stats.snapshot()).unwrap_or_default(),
     )
+}
+
+/// Retry-After is whole seconds: round up, so a client that waits exactly as told is
+/// never early (rounding 1.9 s down to 1 s would earn an honest client a 418).
+fn secs_rounded_up(d: std::time::Duration) -> u64 {
+    (d.as_millis().div_ceil(1000) as u64).max(1)
 }
