@@ -80,7 +80,7 @@ impl Fault {
     }
 
     /// Scenario-specific simulator and daemon settings.
-    fn configure(self, cfg: &mut SimConfig, extra: &mut String, rng: &mut Rng) {
+    fn configure(self, cfg: &mut SimConfig, rng: &mut Rng) {
         if self.without_rotation() {
             cfg.max_connection_age = Duration::from_secs(60);
         }
@@ -90,7 +90,6 @@ impl Fault {
                 // The 24 h rule compressed: the server cuts at 3 s, the daemon must rotate
                 // before (its max age 2 s).
                 cfg.max_connection_age = Duration::from_secs(3);
-                extra.push_str("# compressed 24 h rule\n");
             }
             Fault::RateLimit => {
                 cfg.rate_limits.requests_before_ban = 2;
@@ -282,9 +281,8 @@ pub async fn run_scenario(fault: Fault, seed: u64) -> Outcome {
     let mut cfg = sim_config();
     cfg.seed = seed;
     cfg.market.taker_rate = 12.0;
-    let mut extra = String::new();
-    fault.configure(&mut cfg, &mut extra, &mut rng);
-    let mut d = Daemon::new(cfg, MARKETS, &extra).await;
+    fault.configure(&mut cfg, &mut rng);
+    let mut d = Daemon::new(cfg, MARKETS, "").await;
     if fault.daemon_max_connection_age() != "5s" {
         let path = d.config_path();
         let text = std::fs::read_to_string(&path).unwrap().replace(
