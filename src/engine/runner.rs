@@ -13,16 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::core::{Engine, EngineSettings};
-use super::io::{
-    Command, ConnectReason, Input, MarketSetup, PlaceOrder, Record, RestFailure, Snapshot, Stream,
-};
+use super::io::{Command, Input, MarketSetup, PlaceOrder, Record, RestFailure, Snapshot};
 use super::orders::ClientIdGen;
 use crate::binance::market::{MarketMode, MarketStreamHandle, spawn_market_stream};
 use crate::binance::rest::{
     NewOrder, OrderRef, OrderType, RespType, RestClient, RestError, RestSettings, TimeInForce,
 };
 use crate::binance::sign::{Ed25519Signer, HmacSigner, Signer};
-use crate::binance::stream::{self, StreamEvent, StreamKind, StreamSettings};
+use crate::binance::stream::{StreamEvent, StreamSettings};
 use crate::binance::types::{CanceledOpenOrder, ExchangeInfo, SymbolFilter};
 use crate::binance::user_stream::{UserStreamHandle, spawn_user_stream};
 use crate::config::{
@@ -462,14 +460,10 @@ pub async fn run(
             Event::Stream(s) => match s {
                 StreamEvent::Market { event, received } => Input::Market { event, received },
                 StreamEvent::User { event, .. } => Input::User(event),
-                StreamEvent::Connected { stream, reason } => Input::StreamUp {
-                    stream: map_stream(stream),
-                    reason: map_reason(reason),
-                },
-                StreamEvent::Disconnected { stream, reason } => Input::StreamDown {
-                    stream: map_stream(stream),
-                    reason,
-                },
+                StreamEvent::Connected { stream, reason } => Input::StreamUp { stream, reason },
+                StreamEvent::Disconnected { stream, reason } => {
+                    Input::StreamDown { stream, reason }
+                }
                 StreamEvent::Keepalive { ok, error } => Input::Keepalive { ok, error },
                 StreamEvent::ListenKeyCreated { changed } => Input::ListenKeyCreated { changed },
                 StreamEvent::DecodeError { stream, error } => {
@@ -524,22 +518,6 @@ pub async fn run(
     }
     info!(event = "exit", code = exit_code, "mmd stopped");
     Ok(exit_code)
-}
-
-fn map_stream(s: StreamKind) -> Stream {
-    match s {
-        StreamKind::Market => Stream::Market,
-        StreamKind::User => Stream::User,
-    }
-}
-
-fn map_reason(r: stream::ConnectReason) -> ConnectReason {
-    match r {
-        stream::ConnectReason::Initial => ConnectReason::Initial,
-        stream::ConnectReason::Planned => ConnectReason::Planned,
-        stream::ConnectReason::Error => ConnectReason::Error,
-        stream::ConnectReason::Expired => ConnectReason::Expired,
-    }
 }
 
 /// SIGHUP: re-read the market files and look them up at the exchange; an invalid file is
