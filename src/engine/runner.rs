@@ -332,6 +332,7 @@ pub async fn run(
         .await
         .context("GET /api/v3/exchangeInfo")?;
     rest.apply_rate_limits(&info);
+    rest.set_rate_limit_share(cfg.exchange.rate_limit_share);
     let setups = market_setups(&info, &cfg.markets).map_err(FatalConfig)?;
 
     let stop_token = CancellationToken::new();
