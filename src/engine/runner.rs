@@ -467,6 +467,10 @@ pub async fn run(
                 }
                 StreamEvent::Keepalive { ok, error } => Input::Keepalive { ok, error },
                 StreamEvent::ListenKeyCreated { changed } => Input::ListenKeyCreated { changed },
+                StreamEvent::Duplicate { stream } => {
+                    metrics.inc(metrics::DUPLICATES_DROPPED, &[("stream", stream.as_str())]);
+                    continue;
+                }
                 StreamEvent::DecodeError { stream, error } => {
                     warn!(event = "decode_error", stream = stream.as_str(), error = %error, "malformed frame skipped");
                     continue;

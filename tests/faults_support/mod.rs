@@ -81,6 +81,9 @@ impl Fault {
 
     /// Scenario-specific simulator and daemon settings.
     fn configure(self, cfg: &mut SimConfig, extra: &mut String, rng: &mut Rng) {
+        if self.without_rotation() {
+            cfg.max_connection_age = Duration::from_secs(60);
+        }
         match self {
             Fault::UserDropMidBurst => cfg.market.taker_rate = 30.0,
             Fault::ConnectionAge => {
@@ -100,8 +103,24 @@ impl Fault {
     fn daemon_max_connection_age(self) -> &'static str {
         match self {
             Fault::ConnectionAge => "2s",
+            f if f.without_rotation() => "50s",
             _ => "5s",
         }
+    }
+
+    /// Stream faults whose effect is asserted by connection reason: a planned rotation
+    /// landing on the fault would absorb it (the drop hits a retiring connection, the
+    /// new key is taken by the replacement), so these run without rotation; fault 5 and
+    /// the rest keep the compressed 24 h rule.
+    fn without_rotation(self) -> bool {
+        matches!(
+            self,
+            Fault::MarketDrop
+                | Fault::UserDropMidBurst
+                | Fault::ListenKeyExpired
+                | Fault::KeepaliveFailures
+                | Fault::ServerShutdown
+        )
     }
 }
 
@@ -631,7 +650,7 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
             })
             .await;
             faults
-                .delay_user_events(rng.millis(100, 400), Some(20))
+                .delay_user_events(rng.millis(50, 200), Some(8))
                 .unwrap();
             tokio::time::sleep(rng.millis(200, 800)).await;
             faults.drop_connections(StreamTarget::User).unwrap();
@@ -690,6 +709,7 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
                         .await
                         >= 2.0
                         && connects(d, "user", "expired").await >= 1.0
+                        && d.metric("mmd_listen_key_created_total", None).await >= 3.0
                 })
                 .await
             {
@@ -1001,7 +1021,12 @@ async fn fault_visible(fault: Fault, d: &Daemon) -> Result<(), String> {
             !d.log_events("server_shutdown").is_empty(),
             "server_shutdown logged",
         ),
-        Fault::UserEventsDuplicatedReordered => Ok(()),
+        Fault::UserEventsDuplicatedReordered => need(
+            d.metric("mmd_ws_duplicates_dropped_total", Some("stream=\"user\""))
+                .await
+                >= 1.0,
+            "mmd_ws_duplicates_dropped_total{user}",
+        ),
         Fault::Rest5xx | Fault::RestHang => {
             need(
                 !d.log_events("order_unknown").is_empty(),
