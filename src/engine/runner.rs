@@ -477,6 +477,11 @@ pub async fn run(
                 }
             },
         };
+        // The first order request a market frame causes is its reaction time.
+        let mut reacting_to = match &input {
+            Input::Market { received, .. } => Some(*received),
+            _ => None,
+        };
         let commands = engine.handle(input, now_ms());
         for c in commands {
             match c {
@@ -491,9 +496,10 @@ pub async fn run(
                         ready_sent = true;
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                     }
-                    io.place(p);
+                    io.place(p, reacting_to.take());
                 }
-                other => io.execute(other),
+                c @ Command::Cancel { .. } => io.execute(c, reacting_to.take()),
+                other => io.execute(other, None),
             }
         }
     }
@@ -585,7 +591,15 @@ impl Io {
         }
     }
 
-    fn place(&self, p: PlaceOrder) {
+    /// Probe-only (`mmd bench`): from the frame `reacting_to` to the request handed over.
+    fn note_sent(&self, reacting_to: Option<std::time::Instant>, sent: std::time::Instant) {
+        if let Some(t) = reacting_to {
+            self.metrics
+                .observe_tick_to_request(sent.saturating_duration_since(t));
+        }
+    }
+
+    fn place(&self, p: PlaceOrder, reacting_to: Option<std::time::Instant>) {
         let order = NewOrder {
             symbol: p.symbol.clone(),
             side: p.side,
@@ -606,12 +620,22 @@ impl Io {
         };
         let me = self.clone();
         tokio::spawn(async move {
-            if let Some(t) = p.tick_received {
-                me.metrics.observe_tick_to_order(t.elapsed().as_secs_f64());
-            }
-            let result = me.rest.place_order(&order).await;
-            if let Err(e) = &result {
-                me.blocked(e);
+            // Ends when the signed request is handed to the connection, not when this task
+            // starts: signing and building the request are part of the hot path.
+            let tick_to_order = |sent: std::time::Instant| {
+                me.note_sent(reacting_to, sent);
+                if let Some(t) = p.tick_received {
+                    me.metrics
+                        .observe_tick_to_order(sent.saturating_duration_since(t).as_secs_f64());
+                }
+            };
+            let result = me
+                .rest
+                .place_order_noting_send(&order, &tick_to_order)
+                .await;
+            match &result {
+                Ok(_) => me.metrics.note_order_live(),
+                Err(e) => me.blocked(e),
             }
             let _ = me.tx.send(Input::Placed {
                 client_id: p.client_id,
@@ -620,14 +644,18 @@ impl Io {
         });
     }
 
-    fn execute(&self, c: Command) {
+    fn execute(&self, c: Command, reacting_to: Option<std::time::Instant>) {
         let me = self.clone();
         tokio::spawn(async move {
             let rest = &me.rest;
             let input = match c {
                 Command::Cancel { symbol, client_id } => {
                     let r = rest
-                        .cancel_order(&symbol, &OrderRef::ClientOrderId(client_id.clone()))
+                        .cancel_order_noting_send(
+                            &symbol,
+                            &OrderRef::ClientOrderId(client_id.clone()),
+                            &|sent| me.note_sent(reacting_to, sent),
+                        )
                         .await;
                     if let Err(e) = &r {
                         me.blocked(e);
