@@ -1,5 +1,6 @@
 //! mmd: a market-making daemon for Binance and Binance-compatible venues.
 pub mod backtest;
+pub mod bench;
 pub mod binance;
 pub mod config;
 pub mod engine;

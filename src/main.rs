@@ -1,4 +1,4 @@
-//! The `mmd` command line: `run`, `check`, `sim`, `report`, `health`.
+//! The `mmd` command line: `run`, `check`, `sim`, `report`, `health`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +37,8 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9898/health")]
         url: String,
     },
+    /// Measure tick-to-order, CPU, peak RSS and time to first quote against the simulator.
+    Bench(mmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => run(&config),
+        Command::Bench(args) => bench(args),
         Command::Sim(args) => {
             mmd::logging::init(mmd::config::LogFormat::Pretty, "info");
             let rt = match tokio::runtime::Runtime::new() {
@@ -203,6 +206,44 @@ fn health(url: &str) -> ExitCode {
         }
         Err(e) => {
             eprintln!("cannot reach {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bench(args: mmd::bench::BenchArgs) -> ExitCode {
+    // Warnings only: the report is the output.
+    mmd::logging::init(mmd::config::LogFormat::Pretty, "warn");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = args.json;
+    let outcome = rt.block_on(mmd::bench::run(args));
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    match outcome {
+        Ok(report) if json => match serde_json::to_string(&report) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
     }

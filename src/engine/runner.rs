@@ -13,16 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::core::{Engine, EngineSettings};
-use super::io::{
-    Command, ConnectReason, Input, MarketSetup, PlaceOrder, Record, RestFailure, Snapshot, Stream,
-};
+use super::io::{Command, Input, MarketSetup, PlaceOrder, Record, RestFailure, Snapshot};
 use super::orders::ClientIdGen;
 use crate::binance::market::{MarketMode, MarketStreamHandle, spawn_market_stream};
 use crate::binance::rest::{
     NewOrder, OrderRef, OrderType, RespType, RestClient, RestError, RestSettings, TimeInForce,
 };
 use crate::binance::sign::{Ed25519Signer, HmacSigner, Signer};
-use crate::binance::stream::{self, StreamEvent, StreamKind, StreamSettings};
+use crate::binance::stream::{StreamEvent, StreamSettings};
 use crate::binance::types::{CanceledOpenOrder, ExchangeInfo, SymbolFilter};
 use crate::binance::user_stream::{UserStreamHandle, spawn_user_stream};
 use crate::config::{
@@ -334,6 +332,7 @@ pub async fn run(
         .await
         .context("GET /api/v3/exchangeInfo")?;
     rest.apply_rate_limits(&info);
+    rest.set_rate_limit_share(cfg.exchange.rate_limit_share);
     let setups = market_setups(&info, &cfg.markets).map_err(FatalConfig)?;
 
     let stop_token = CancellationToken::new();
@@ -462,14 +461,10 @@ pub async fn run(
             Event::Stream(s) => match s {
                 StreamEvent::Market { event, received } => Input::Market { event, received },
                 StreamEvent::User { event, .. } => Input::User(event),
-                StreamEvent::Connected { stream, reason } => Input::StreamUp {
-                    stream: map_stream(stream),
-                    reason: map_reason(reason),
-                },
-                StreamEvent::Disconnected { stream, reason } => Input::StreamDown {
-                    stream: map_stream(stream),
-                    reason,
-                },
+                StreamEvent::Connected { stream, reason } => Input::StreamUp { stream, reason },
+                StreamEvent::Disconnected { stream, reason } => {
+                    Input::StreamDown { stream, reason }
+                }
                 StreamEvent::Keepalive { ok, error } => Input::Keepalive { ok, error },
                 StreamEvent::ListenKeyCreated { changed } => Input::ListenKeyCreated { changed },
                 StreamEvent::Duplicate { stream } => {
@@ -481,6 +476,11 @@ pub async fn run(
                     continue;
                 }
             },
+        };
+        // The first order request a market frame causes is its reaction time.
+        let mut reacting_to = match &input {
+            Input::Market { received, .. } => Some(*received),
+            _ => None,
         };
         let commands = engine.handle(input, now_ms());
         for c in commands {
@@ -496,9 +496,10 @@ pub async fn run(
                         ready_sent = true;
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                     }
-                    io.place(p);
+                    io.place(p, reacting_to.take());
                 }
-                other => io.execute(other),
+                c @ Command::Cancel { .. } => io.execute(c, reacting_to.take()),
+                other => io.execute(other, None),
             }
         }
     }
@@ -528,22 +529,6 @@ pub async fn run(
     }
     info!(event = "exit", code = exit_code, "mmd stopped");
     Ok(exit_code)
-}
-
-fn map_stream(s: StreamKind) -> Stream {
-    match s {
-        StreamKind::Market => Stream::Market,
-        StreamKind::User => Stream::User,
-    }
-}
-
-fn map_reason(r: stream::ConnectReason) -> ConnectReason {
-    match r {
-        stream::ConnectReason::Initial => ConnectReason::Initial,
-        stream::ConnectReason::Planned => ConnectReason::Planned,
-        stream::ConnectReason::Error => ConnectReason::Error,
-        stream::ConnectReason::Expired => ConnectReason::Expired,
-    }
 }
 
 /// SIGHUP: re-read the market files and look them up at the exchange; an invalid file is
@@ -606,7 +591,15 @@ impl Io {
         }
     }
 
-    fn place(&self, p: PlaceOrder) {
+    /// Probe-only (`mmd bench`): from the frame `reacting_to` to the request handed over.
+    fn note_sent(&self, reacting_to: Option<std::time::Instant>, sent: std::time::Instant) {
+        if let Some(t) = reacting_to {
+            self.metrics
+                .observe_tick_to_request(sent.saturating_duration_since(t));
+        }
+    }
+
+    fn place(&self, p: PlaceOrder, reacting_to: Option<std::time::Instant>) {
         let order = NewOrder {
             symbol: p.symbol.clone(),
             side: p.side,
@@ -627,12 +620,22 @@ impl Io {
         };
         let me = self.clone();
         tokio::spawn(async move {
-            if let Some(t) = p.tick_received {
-                me.metrics.observe_tick_to_order(t.elapsed().as_secs_f64());
-            }
-            let result = me.rest.place_order(&order).await;
-            if let Err(e) = &result {
-                me.blocked(e);
+            // Ends when the signed request is handed to the connection, not when this task
+            // starts: signing and building the request are part of the hot path.
+            let tick_to_order = |sent: std::time::Instant| {
+                me.note_sent(reacting_to, sent);
+                if let Some(t) = p.tick_received {
+                    me.metrics
+                        .observe_tick_to_order(sent.saturating_duration_since(t).as_secs_f64());
+                }
+            };
+            let result = me
+                .rest
+                .place_order_noting_send(&order, &tick_to_order)
+                .await;
+            match &result {
+                Ok(_) => me.metrics.note_order_live(),
+                Err(e) => me.blocked(e),
             }
             let _ = me.tx.send(Input::Placed {
                 client_id: p.client_id,
@@ -641,14 +644,18 @@ impl Io {
         });
     }
 
-    fn execute(&self, c: Command) {
+    fn execute(&self, c: Command, reacting_to: Option<std::time::Instant>) {
         let me = self.clone();
         tokio::spawn(async move {
             let rest = &me.rest;
             let input = match c {
                 Command::Cancel { symbol, client_id } => {
                     let r = rest
-                        .cancel_order(&symbol, &OrderRef::ClientOrderId(client_id.clone()))
+                        .cancel_order_noting_send(
+                            &symbol,
+                            &OrderRef::ClientOrderId(client_id.clone()),
+                            &|sent| me.note_sent(reacting_to, sent),
+                        )
                         .await;
                     if let Err(e) = &r {
                         me.blocked(e);
