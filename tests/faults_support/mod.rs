@@ -857,7 +857,7 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
             }
         }
         Fault::OutsideBalanceChange => {
-            let usdt = Decimal::new(1_000_00 + rng.below(100_000) as i64, 2);
+            let usdt = Decimal::new(100_000 + rng.below(100_000) as i64, 2);
             d.sim.deposit(API_KEY, "USDT", usdt);
             o.injections += 1;
             tokio::time::sleep(rng.millis(300, 1_000)).await;
