@@ -269,6 +269,9 @@ struct RawExchange {
     #[serde(default, deserialize_with = "de_opt_duration")]
     request_timeout: Option<Duration>,
     client_order_prefix: Option<String>,
+    /// Fraction of the account's rate limits this process may use ("0.5"), for shards
+    /// sharing one account.
+    rate_limit_share: Option<rust_decimal::Decimal>,
 }
 
 fn default_user_stream() -> UserStreamTransport {
@@ -360,6 +363,9 @@ pub struct EngineConfig {
     pub shutdown_timeout: Duration,
     /// On start, orders with our prefix left by an earlier run: "cancel" or "adopt".
     pub orphan_orders: OrphanPolicy,
+    /// How often exchangeInfo is asked whether the symbols still trade.
+    #[serde(deserialize_with = "de_duration")]
+    pub status_check_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -377,6 +383,7 @@ impl Default for EngineConfig {
             time_sync_interval: Duration::from_secs(600),
             shutdown_timeout: Duration::from_secs(8),
             orphan_orders: OrphanPolicy::Cancel,
+            status_check_interval: Duration::from_secs(30),
         }
     }
 }
@@ -393,6 +400,9 @@ pub struct SimSection {
     #[serde(deserialize_with = "de_opt_duration")]
     pub max_connection_age: Option<Duration>,
     pub legacy_account_info: bool,
+    /// "2018" (listen keys, `!ticker@arr`) or "2026" (Binance Spot today: listen-key
+    /// endpoints answer 410, user data over the WebSocket API).
+    pub dialect: crate::sim::Dialect,
     /// Starting balances of the generated account, e.g. { USDT = "100000", BTC = "1" }.
     pub balances: BTreeMap<String, rust_decimal::Decimal>,
 }
@@ -405,6 +415,7 @@ impl Default for SimSection {
             listen_key_validity: None,
             max_connection_age: None,
             legacy_account_info: false,
+            dialect: crate::sim::Dialect::default(),
             balances: BTreeMap::new(),
         }
     }
@@ -423,6 +434,8 @@ pub struct ExchangeConfig {
     pub recv_window: Duration,
     pub request_timeout: Duration,
     pub client_order_prefix: String,
+    /// This process's fraction of the account's rate limits (1 unless sharded).
+    pub rate_limit_share: rust_decimal::Decimal,
 }
 
 /// The validated daemon configuration (market files included).
@@ -581,6 +594,18 @@ impl Config {
             ));
         }
 
+        let rate_limit_share = ex.rate_limit_share.unwrap_or(rust_decimal::Decimal::ONE);
+        if rate_limit_share <= rust_decimal::Decimal::ZERO
+            || rate_limit_share > rust_decimal::Decimal::ONE
+        {
+            return Err(err(
+                "exchange.rate_limit_share",
+                format!(
+                    "must be above 0 and at most 1 (a fraction of the account's limits), not {rate_limit_share}"
+                ),
+            ));
+        }
+
         let s = &raw.streams;
         let positive = |d: Duration, key: &str| {
             if d.is_zero() {
@@ -611,6 +636,7 @@ impl Config {
         positive(e.resync_interval, "engine.resync_interval")?;
         positive(e.time_sync_interval, "engine.time_sync_interval")?;
         positive(e.shutdown_timeout, "engine.shutdown_timeout")?;
+        positive(e.status_check_interval, "engine.status_check_interval")?;
 
         if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
             return Err(err(
@@ -653,6 +679,7 @@ impl Config {
                 recv_window,
                 request_timeout,
                 client_order_prefix: prefix,
+                rate_limit_share,
             },
             streams: raw.streams,
             markets_dir,
@@ -1035,6 +1062,16 @@ max_base_position = "0.05"
     }
 
     #[test]
+    fn the_shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["demo.toml", "demo-ws-api.toml", "example-binance.toml"] {
+            let c = Config::load_with_env(&root.join(name), Vec::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.markets.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
     fn sim_config_loads_with_defaults() {
         let f = Fixture::new(SIM);
         let c = f.load().unwrap();
@@ -1294,6 +1331,33 @@ max_base_position = "0.05"
         assert_eq!(
             f.load().unwrap_err().key.as_deref(),
             Some("exchange.client_order_prefix")
+        );
+    }
+
+    #[test]
+    fn rate_limit_share_is_a_fraction_of_the_account() {
+        let with = |share: &str| {
+            Fixture::new(&format!(
+                "[exchange]\nvenue = \"sim\"\nrate_limit_share = {share}\n[markets]\ndir = \"markets\"\n"
+            ))
+        };
+        let ok = with("\"0.5\"").load().unwrap();
+        assert_eq!(
+            ok.exchange.rate_limit_share,
+            rust_decimal::Decimal::new(5, 1)
+        );
+        for bad in ["\"1.5\"", "\"0\"", "\"-0.2\""] {
+            let e = with(bad).load().unwrap_err();
+            assert_eq!(
+                e.key.as_deref(),
+                Some("exchange.rate_limit_share"),
+                "{bad}: {e}"
+            );
+        }
+        let default = Fixture::new("[exchange]\nvenue = \"sim\"\n[markets]\ndir = \"markets\"\n");
+        assert_eq!(
+            default.load().unwrap().exchange.rate_limit_share,
+            rust_decimal::Decimal::ONE
         );
     }
 }

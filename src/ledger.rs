@@ -132,6 +132,10 @@ CREATE TABLE IF NOT EXISTS markets (
     base_asset  TEXT NOT NULL,
     quote_asset TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS market_history (
+    symbol   TEXT PRIMARY KEY,
+    since_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     started_ms INTEGER PRIMARY KEY,
     stopped_ms INTEGER
@@ -272,6 +276,30 @@ impl Ledger {
             params![symbol, base_asset, quote_asset],
         )?;
         Ok(())
+    }
+
+    /// Remembers when the daemon first quoted `symbol` (kept on later calls): trades of
+    /// the account in that symbol from then on are the daemon's, even if none reached
+    /// the ledger before a crash.
+    pub fn record_market_since(&self, symbol: &str, since_ms: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO market_history (symbol, since_ms) VALUES (?1, ?2)",
+            params![symbol, since_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// When the daemon first quoted `symbol`, if it ever did.
+    pub fn market_since(&self, symbol: &str) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT since_ms FROM market_history WHERE symbol = ?1",
+                params![symbol],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|v| v as u64))
     }
 
     /// (base asset, quote asset) of a symbol the daemon has traded.
@@ -569,6 +597,15 @@ mod tests {
         l.record_run_start(5_000).unwrap();
         l.record_run_stop(5_000, 6_000).unwrap();
         assert_eq!(l.uptime_ms(10_000).unwrap(), 4_000 + 1_000);
+    }
+
+    #[test]
+    fn market_since_keeps_the_first_start() {
+        let l = Ledger::open_in_memory().unwrap();
+        assert_eq!(l.market_since("BTCUSDT").unwrap(), None);
+        l.record_market_since("BTCUSDT", 1_000).unwrap();
+        l.record_market_since("BTCUSDT", 9_000).unwrap();
+        assert_eq!(l.market_since("BTCUSDT").unwrap(), Some(1_000));
     }
 
     #[test]

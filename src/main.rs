@@ -1,4 +1,4 @@
-//! The `mmd` command line: `run`, `check` (and `sim` once the simulator lands).
+//! The `mmd` command line: `run`, `check`, `sim`, `report`, `health`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,13 +24,21 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the embedded exchange simulator standalone.
+    Sim(mmd::sim::cli::SimArgs),
     /// PnL, fees, volume and inventory per market, from the ledger.
     Report(mmd::report::ReportArgs),
+    /// The configured strategies against the simulator's matching engine, no sockets.
+    Backtest(mmd::backtest::BacktestArgs),
+    /// Write the configured symbols' market stream as JSON lines (for replay and backtests).
+    Record(mmd::record::RecordArgs),
     /// Probe a running daemon's /health (for container health checks): exit 0 when healthy.
     Health {
         #[arg(long, default_value = "http://127.0.0.1:9898/health")]
         url: String,
     },
+    /// Measure tick-to-order, CPU, peak RSS and time to first quote against the simulator.
+    Bench(mmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,17 +53,108 @@ fn main() -> ExitCode {
             }
         },
         Command::Health { url } => health(&url),
-        Command::Run { config } => match mmd::config::Config::load(&config) {
-            Ok(_) => {
-                eprintln!("mmd run: not wired yet");
-                ExitCode::from(1)
+        Command::Backtest(args) => match mmd::backtest::cli(&args) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {e:#}");
                 ExitCode::from(2)
             }
         },
+        Command::Record(args) => {
+            mmd::logging::init(mmd::config::LogFormat::Pretty, "info");
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(mmd::record::run(args)) {
+                Ok(n) => {
+                    eprintln!("{n} events recorded");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Run { config } => run(&config),
+        Command::Bench(args) => bench(args),
+        Command::Sim(args) => {
+            mmd::logging::init(mmd::config::LogFormat::Pretty, "info");
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(mmd::sim::cli::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match mmd::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = config.load_credentials() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    mmd::logging::init(config.log.format, &config.log.level);
+    tracing::info!(event = "config_loaded", summary = %config.summary(), "config loaded");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Err(e) = mmd::engine::runner::spawn_signal_forwarder(tx.clone()) {
+            tracing::error!(error = %e, "signals");
+            return 1;
+        }
+        // Keep the sender alive for the whole run: a closed channel means "stop".
+        let _keep = tx;
+        match mmd::engine::runner::run(config, rx, mmd::metrics::Metrics::new()).await {
+            Ok(code) => code,
+            Err(e) => {
+                if let Some(fatal) = e.downcast_ref::<mmd::engine::runner::FatalConfig>() {
+                    tracing::error!(event = "config_error", error = %fatal, "refused");
+                    eprintln!("error: {fatal}");
+                    2
+                } else {
+                    tracing::error!(event = "fatal", error = %format!("{e:#}"), "mmd failed");
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
+        }
+    });
+    // Do not wait for lingering tasks (a hung request): the state is settled.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -107,6 +206,44 @@ fn health(url: &str) -> ExitCode {
         }
         Err(e) => {
             eprintln!("cannot reach {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bench(args: mmd::bench::BenchArgs) -> ExitCode {
+    // Warnings only: the report is the output.
+    mmd::logging::init(mmd::config::LogFormat::Pretty, "warn");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = args.json;
+    let outcome = rt.block_on(mmd::bench::run(args));
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    match outcome {
+        Ok(report) if json => match serde_json::to_string(&report) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
     }

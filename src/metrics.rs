@@ -23,6 +23,7 @@ pub const KEEPALIVES: &str = "mmd_listen_key_keepalives_total";
 pub const LISTEN_KEYS_CREATED: &str = "mmd_listen_key_created_total";
 pub const RECONCILE_MISMATCHES: &str = "mmd_reconcile_mismatches_total";
 pub const RESYNCS: &str = "mmd_resyncs_total";
+pub const DUPLICATES_DROPPED: &str = "mmd_ws_duplicates_dropped_total";
 pub const TICK_TO_ORDER: &str = "mmd_tick_to_order_seconds";
 
 const DESCRIPTIONS: &[(&str, &str, &str)] = &[
@@ -74,6 +75,11 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "Account events whose balances our fills did not explain.",
     ),
     (
+        DUPLICATES_DROPPED,
+        "counter",
+        "User events received again (duplicates, rotation overlap) and dropped, by stream.",
+    ),
+    (
         RESYNCS,
         "counter",
         "REST resyncs (account, openOrders, myTrades), by reason.",
@@ -96,6 +102,21 @@ struct Inner {
     tick_sum: f64,
     tick_count: u64,
     health: Health,
+    /// Exact samples for `mmd bench`; None in production, where the buckets suffice.
+    probe: Option<Probe>,
+}
+
+/// What `mmd bench` reads back: exact latency samples and when the first order went live
+/// at the exchange.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    /// As the histogram: a frame read -> the new order it led to, handed to the connection
+    /// (includes waiting for cancel acknowledgements when a quote is replaced).
+    pub tick_to_order_ns: Vec<u64>,
+    /// A frame read -> the first order request (new order or cancel) handling that frame
+    /// produced, handed to the connection: the reaction time of the hot path.
+    pub tick_to_request_ns: Vec<u64>,
+    pub first_order_live: Option<std::time::Instant>,
 }
 
 /// What `/health` reports, kept up to date by the engine.
@@ -209,6 +230,34 @@ impl Metrics {
         }
         g.tick_sum += seconds;
         g.tick_count += 1;
+        if let Some(p) = g.probe.as_mut() {
+            p.tick_to_order_ns.push((seconds * 1e9).round() as u64);
+        }
+    }
+
+    /// Starts keeping exact tick-to-order samples (for `mmd bench`).
+    pub fn enable_probe(&self) {
+        self.inner.lock().probe.get_or_insert_with(Probe::default);
+    }
+
+    /// Only kept by the probe: see [`Probe::tick_to_request_ns`].
+    pub fn observe_tick_to_request(&self, elapsed: std::time::Duration) {
+        if let Some(p) = self.inner.lock().probe.as_mut() {
+            p.tick_to_request_ns.push(elapsed.as_nanos() as u64);
+        }
+    }
+
+    /// The exchange accepted an order.
+    pub fn note_order_live(&self) {
+        if let Some(p) = self.inner.lock().probe.as_mut() {
+            p.first_order_live
+                .get_or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    /// The samples so far (left in place); None unless `enable_probe` was called.
+    pub fn probe(&self) -> Option<Probe> {
+        self.inner.lock().probe.clone()
     }
 
     pub fn set_health(&self, h: Health) {

@@ -27,6 +27,10 @@ use super::types::{
 /// about 0.8 MB; 8 MiB leaves room for growth while bounding hostile input.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
+/// Largest user-data frame accepted. The biggest legitimate one, a 2018-style
+/// `outboundAccountInfo` snapshot, is ~60 bytes per asset.
+pub const MAX_USER_FRAME_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("frame of {len} bytes exceeds the {max} byte cap")]
@@ -52,6 +56,21 @@ impl From<serde_json::Error> for DecodeError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SymbolSet {
     symbols: HashSet<Box<str>>,
+    /// One bit per hash class (length, head, tail) of the members: rejects
+    /// almost every unwanted symbol of a 2,000-symbol frame without hashing it.
+    prefilter: [u64; 4],
+}
+
+fn prefilter_bit(s: &[u8]) -> (usize, u64) {
+    // Head and tail words both: symbols share prefixes and suffixes ("...USDT").
+    let n = s.len().min(8);
+    let mut head = [0u8; 8];
+    head[..n].copy_from_slice(&s[..n]);
+    let mut tail = [0u8; 8];
+    tail[8 - n..].copy_from_slice(&s[s.len() - n..]);
+    let x = u64::from_le_bytes(head) ^ u64::from_le_bytes(tail).rotate_left(29) ^ s.len() as u64;
+    let h = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize;
+    (h >> 6, 1u64 << (h & 63))
 }
 
 impl SymbolSet {
@@ -60,16 +79,16 @@ impl SymbolSet {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self {
-            symbols: symbols
-                .into_iter()
-                .map(|s| Box::<str>::from(s.as_ref()))
-                .collect(),
+        let mut set = Self::default();
+        for s in symbols {
+            set.insert(s.as_ref());
         }
+        set
     }
 
     pub fn contains(&self, symbol: &str) -> bool {
-        self.symbols.contains(symbol)
+        let (word, bit) = prefilter_bit(symbol.as_bytes());
+        self.prefilter[word] & bit != 0 && self.symbols.contains(symbol)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,19 +104,29 @@ impl SymbolSet {
     }
 
     pub fn insert(&mut self, symbol: &str) -> bool {
+        let (word, bit) = prefilter_bit(symbol.as_bytes());
+        self.prefilter[word] |= bit;
         self.symbols.insert(symbol.into())
     }
 
     pub fn remove(&mut self, symbol: &str) -> bool {
-        self.symbols.remove(symbol)
+        let removed = self.symbols.remove(symbol);
+        if removed {
+            self.prefilter = [0; 4];
+            for s in &self.symbols {
+                let (word, bit) = prefilter_bit(s.as_bytes());
+                self.prefilter[word] |= bit;
+            }
+        }
+        removed
     }
 }
 
-fn check_size(frame: &str) -> Result<(), DecodeError> {
-    if frame.len() > MAX_FRAME_BYTES {
+fn check_size(frame: &str, max: usize) -> Result<(), DecodeError> {
+    if frame.len() > max {
         return Err(DecodeError::TooLarge {
             len: frame.len(),
-            max: MAX_FRAME_BYTES,
+            max,
         });
     }
     Ok(())
@@ -214,17 +243,31 @@ struct UserEnvelope<'a> {
 /// `{"event":{..}}` (WebSocket API 2024-12 .. 2025-08, and `serverShutdown`), or
 /// `{"subscriptionId":n,"event":{..}}` (WebSocket API since 2025-08).
 pub fn decode_user_event(frame: &str) -> Result<UserEvent, DecodeError> {
-    check_size(frame)?;
+    decode_user_event_keyed(frame).map(|(ev, _)| ev)
+}
+
+/// Like [`decode_user_event`], plus a hash of the event object itself (without its
+/// envelope): the same event delivered on two connections during a rotation has
+/// the same key even though each subscription wraps it with its own id.
+pub fn decode_user_event_keyed(frame: &str) -> Result<(UserEvent, u64), DecodeError> {
+    check_size(frame, MAX_USER_FRAME_BYTES)?;
     let outer: UserEnvelope = serde_json::from_str(frame)?;
-    match (outer.e, outer.event) {
-        (Some(e), _) => decode_user_object(frame, e, &outer),
+    let (object, ev) = match (outer.e, outer.event) {
+        (Some(e), _) => (frame, decode_user_object(frame, e, &outer)?),
         (None, Some(inner)) => {
             let env: UserEnvelope = serde_json::from_str(inner.get())?;
             let e = env.e.ok_or(DecodeError::MissingField("e"))?;
-            decode_user_object(inner.get(), e, &env)
+            (inner.get(), decode_user_object(inner.get(), e, &env)?)
         }
-        (None, None) => Err(DecodeError::NotAnEvent),
-    }
+        (None, None) => return Err(DecodeError::NotAnEvent),
+    };
+    Ok((ev, frame_hash(object.trim())))
+}
+
+/// Stable within a process; used only to recognise frames seen twice.
+pub fn frame_hash(text: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(text.as_bytes())
 }
 
 fn decode_user_object(
@@ -303,8 +346,19 @@ pub fn decode_market_frame(
     wanted: &SymbolSet,
     out: &mut Vec<MarketEvent>,
 ) -> Result<(), DecodeError> {
-    check_size(frame)?;
+    check_size(frame, MAX_FRAME_BYTES)?;
     decode_market_value(frame, wanted, out, 0)
+}
+
+/// [`decode_market_frame`] without the `!ticker@arr` scanner: every byte of the
+/// frame is tokenized and validated. The reference the scanner is tested against.
+pub fn decode_market_frame_validating(
+    frame: &str,
+    wanted: &SymbolSet,
+    out: &mut Vec<MarketEvent>,
+) -> Result<(), DecodeError> {
+    check_size(frame, MAX_FRAME_BYTES)?;
+    decode_market_value_validating(frame, wanted, out, 0)
 }
 
 fn decode_market_value(
@@ -315,21 +369,12 @@ fn decode_market_value(
 ) -> Result<(), DecodeError> {
     match text.trim_start().as_bytes().first() {
         Some(b'[') => {
-            let mut de = serde_json::Deserializer::from_str(text);
-            let mut failure = None;
-            let walked = TickerArraySeed {
-                wanted,
-                out,
-                failure: &mut failure,
+            let before = out.len();
+            if scan_ticker_array(text, wanted, out) == Scan::Done {
+                return Ok(());
             }
-            .deserialize(&mut de);
-            // Our own errors travel through serde as text; hand back the typed one.
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            walked?;
-            de.end()?;
-            Ok(())
+            out.truncate(before);
+            decode_ticker_array_validating(text, wanted, out)
         }
         Some(b'{') => {
             let obj: MarketObject = serde_json::from_str(text)?;
@@ -342,18 +387,179 @@ fn decode_market_value(
     }
 }
 
+fn decode_market_value_validating(
+    text: &str,
+    wanted: &SymbolSet,
+    out: &mut Vec<MarketEvent>,
+    depth: u8,
+) -> Result<(), DecodeError> {
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => decode_ticker_array_validating(text, wanted, out),
+        Some(b'{') => {
+            let obj: MarketObject = serde_json::from_str(text)?;
+            market_object_with(obj, wanted, out, depth, decode_market_value_validating)
+        }
+        _ => Err(DecodeError::Json(format!(
+            "expected a JSON object or array, found {}",
+            clip(text.trim_start())
+        ))),
+    }
+}
+
+/// Runs only the `!ticker@arr` scanner: `false` means it was unsure and
+/// [`decode_market_frame`] would have fallen back to the validating parser
+/// (`out` is then left as it was). For tests, benches and fuzzing.
+pub fn scan_ticker_arr_only(frame: &str, wanted: &SymbolSet, out: &mut Vec<MarketEvent>) -> bool {
+    let before = out.len();
+    if frame.len() <= MAX_FRAME_BYTES && scan_ticker_array(frame, wanted, out) == Scan::Done {
+        return true;
+    }
+    out.truncate(before);
+    false
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    Done,
+    Unsure,
+}
+
+/// Every element of a compact Binance `!ticker@arr` frame starts with this.
+const TICKER_PREFIX: &[u8] = br#"{"e":"24hrTicker","E":"#;
+
+/// The fast path for `!ticker@arr` (issue 6): finds every object start with one
+/// SIMD pass for `{`, reads the symbol at its fixed place in Binance's compact
+/// layout, and strictly parses only the wanted objects (with the same code as
+/// the validating path). Anything off that layout (whitespace between elements,
+/// another key order, a `{` inside a value, an escaped symbol, a wanted object
+/// that does not parse) answers `Unsure` and the caller re-decodes the whole
+/// frame with the validating parser.
+///
+/// What it does not do is validate the syntax *inside* objects nobody asked for:
+/// a frame whose only defect is in an unwanted object decodes here, while the
+/// validating parser would reject it. Wanted data is identical in both.
+fn scan_ticker_array(frame: &str, wanted: &SymbolSet, out: &mut Vec<MarketEvent>) -> Scan {
+    let bytes = frame.as_bytes();
+    let start = bytes.len() - frame.trim_start().len();
+    let end = frame.trim_end().len();
+    if end < start + 2 || bytes[start] != b'[' || bytes[end - 1] != b']' {
+        return Scan::Unsure;
+    }
+    if end == start + 2 {
+        return Scan::Done; // `[]`
+    }
+    let body = &bytes[..end - 1]; // up to, not including, the closing `]`
+    let mut braces = memchr::memchr_iter(b'{', &bytes[start..end]).map(|i| i + start);
+    let Some(mut open) = braces.next() else {
+        return Scan::Unsure;
+    };
+    if open != start + 1 {
+        return Scan::Unsure;
+    }
+    loop {
+        let next = braces.next();
+        // This object spans [open, close]; the next one must follow as `},{`.
+        let close = match next {
+            Some(n) => {
+                if n < open + 2 || bytes[n - 1] != b',' || bytes[n - 2] != b'}' {
+                    return Scan::Unsure;
+                }
+                n - 2
+            }
+            None => {
+                if bytes[end - 2] != b'}' {
+                    return Scan::Unsure;
+                }
+                end - 2
+            }
+        };
+        let object = &body[open..=close];
+        if !object.starts_with(TICKER_PREFIX) {
+            return Scan::Unsure;
+        }
+        let rest = &object[TICKER_PREFIX.len()..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let rest = &rest[digits..];
+        if digits == 0 || !rest.starts_with(br#","s":""#) {
+            return Scan::Unsure;
+        }
+        let rest = &rest[6..];
+        let Some(len) = memchr::memchr(b'"', rest) else {
+            return Scan::Unsure;
+        };
+        let symbol_bytes = &rest[..len];
+        if symbol_bytes.contains(&b'\\') {
+            return Scan::Unsure;
+        }
+        // Boundaries are ASCII, so the slices are valid UTF-8.
+        let Ok(symbol) = std::str::from_utf8(symbol_bytes) else {
+            return Scan::Unsure;
+        };
+        if wanted.contains(symbol) {
+            let Ok(text) = std::str::from_utf8(object) else {
+                return Scan::Unsure;
+            };
+            let parsed = serde_json::from_str::<MarketObject>(text)
+                .ok()
+                .and_then(|obj| ticker_if_wanted(&obj, wanted).ok().flatten());
+            match parsed {
+                Some(t) => out.push(MarketEvent::Ticker(t)),
+                None => return Scan::Unsure,
+            }
+        }
+        match next {
+            Some(n) => open = n,
+            None => return Scan::Done,
+        }
+    }
+}
+
+fn decode_ticker_array_validating(
+    text: &str,
+    wanted: &SymbolSet,
+    out: &mut Vec<MarketEvent>,
+) -> Result<(), DecodeError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut failure = None;
+    let walked = TickerArraySeed {
+        wanted,
+        out,
+        failure: &mut failure,
+    }
+    .deserialize(&mut de);
+    // Our own errors travel through serde as text; hand back the typed one.
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    walked?;
+    de.end()?;
+    Ok(())
+}
+
+type ValueDecoder = fn(&str, &SymbolSet, &mut Vec<MarketEvent>, u8) -> Result<(), DecodeError>;
+
 fn market_object(
     obj: MarketObject<'_>,
     wanted: &SymbolSet,
     out: &mut Vec<MarketEvent>,
     depth: u8,
 ) -> Result<(), DecodeError> {
+    market_object_with(obj, wanted, out, depth, decode_market_value)
+}
+
+fn market_object_with(
+    obj: MarketObject<'_>,
+    wanted: &SymbolSet,
+    out: &mut Vec<MarketEvent>,
+    depth: u8,
+    inner: ValueDecoder,
+) -> Result<(), DecodeError> {
     if let Some(data) = obj.data {
         // Combined-stream wrapper; one level only, Binance never nests them.
         if obj.stream.is_none() || depth > 0 {
             return Err(DecodeError::MissingField("stream"));
         }
-        return decode_market_value(data.get(), wanted, out, depth + 1);
+        return inner(data.get(), wanted, out, depth + 1);
     }
     match obj.e {
         Some(e) => match &*raw_str(e, "e")? {

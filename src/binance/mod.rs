@@ -1,6 +1,12 @@
 //! The daemon's Binance edge: wire types, decoding, signing, REST and streams.
+pub mod backoff;
 pub mod decode;
+pub mod market;
 pub mod ratelimit;
 pub mod rest;
 pub mod sign;
+pub mod stream;
+#[doc(hidden)]
+pub mod testing;
 pub mod types;
+pub mod user_stream;

@@ -313,6 +313,11 @@ impl RestClient {
             .apply_exchange_limits(&info.rate_limits);
     }
 
+    /// This process's fraction of the account's rate limits (shards sharing one account).
+    pub fn set_rate_limit_share(&self, share: rust_decimal::Decimal) {
+        self.inner.limiter.lock().set_share(share);
+    }
+
     pub fn api_key(&self) -> Option<&str> {
         self.inner.api_key.as_deref()
     }
@@ -325,16 +330,26 @@ impl RestClient {
 
     pub async fn time(&self) -> Result<ServerTime, RestError> {
         // Unsigned, so never subject to the -1021 retry in `call`.
-        self.send(Method::GET, "/api/v3/time", Auth::None, cost(1), &[])
-            .await
+        self.send(
+            Method::GET,
+            "/api/v3/time",
+            Auth::None,
+            cost(1),
+            &[],
+            &|_| {},
+        )
+        .await
     }
 
-    /// Measures the server-time offset (midpoint of the round trip) and keeps it.
+    /// Measures the server-time offset and keeps it. The server read its clock
+    /// somewhere inside our round trip; assuming it did so at the very end makes
+    /// our estimate lag by at most one round trip and never run ahead: Binance
+    /// rejects timestamps from the future, while a recvWindow of seconds absorbs
+    /// a lag of milliseconds.
     pub async fn sync_time(&self) -> Result<i64, RestError> {
-        let sent = local_ms();
         let t = self.time().await?;
         let received = local_ms();
-        let offset = t.server_time as i64 - (sent + received) / 2;
+        let offset = t.server_time as i64 - received;
         self.inner.offset_ms.store(offset, Ordering::Relaxed);
         Ok(offset)
     }
@@ -375,17 +390,28 @@ impl RestClient {
     }
 
     pub async fn place_order(&self, order: &NewOrder) -> Result<OrderResponse, RestError> {
+        self.place_order_noting_send(order, &|_| {}).await
+    }
+
+    /// `place_order`, calling `on_send` when the signed request is complete and handed to
+    /// the HTTP connection: the end point of tick-to-order.
+    pub async fn place_order_noting_send(
+        &self,
+        order: &NewOrder,
+        on_send: &(dyn Fn(Instant) + Sync),
+    ) -> Result<OrderResponse, RestError> {
         let c = Cost {
             weight: 1,
             order: true,
             class: RequestClass::Normal,
         };
-        self.call(
+        self.call_noting_send(
             Method::POST,
             "/api/v3/order",
             Auth::Signed,
             c,
             &order.params(),
+            on_send,
         )
         .await
     }
@@ -395,13 +421,25 @@ impl RestClient {
         symbol: &str,
         order: &OrderRef,
     ) -> Result<OrderResponse, RestError> {
+        self.cancel_order_noting_send(symbol, order, &|_| {}).await
+    }
+
+    /// `cancel_order`, calling `on_send` when the signed request is handed to the HTTP
+    /// connection (a cancel is often the first request a market frame causes).
+    pub async fn cancel_order_noting_send(
+        &self,
+        symbol: &str,
+        order: &OrderRef,
+        on_send: &(dyn Fn(Instant) + Sync),
+    ) -> Result<OrderResponse, RestError> {
         let params = [("symbol", symbol.to_owned()), order.param()];
-        self.call(
+        self.call_noting_send(
             Method::DELETE,
             "/api/v3/order",
             Auth::Signed,
             cancel_cost(),
             &params,
+            on_send,
         )
         .await
     }
@@ -517,7 +555,24 @@ impl RestClient {
         cost: Cost,
         params: &[(&str, String)],
     ) -> Result<T, RestError> {
-        match self.send(method.clone(), path, auth, cost, params).await {
+        self.call_noting_send(method, path, auth, cost, params, &|_| {})
+            .await
+    }
+
+    /// `on_send` sees only the first attempt: a -1021 retry is not a new tick's order.
+    async fn call_noting_send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth,
+        cost: Cost,
+        params: &[(&str, String)],
+        on_send: &(dyn Fn(Instant) + Sync),
+    ) -> Result<T, RestError> {
+        match self
+            .send(method.clone(), path, auth, cost, params, on_send)
+            .await
+        {
             Err(RestError::Api {
                 code: TIMESTAMP_OUTSIDE_RECV_WINDOW,
                 ..
@@ -528,7 +583,7 @@ impl RestClient {
                     "timestamp outside recvWindow (-1021): re-syncing server time and retrying once"
                 );
                 self.sync_time().await?;
-                self.send(method, path, auth, cost, params).await
+                self.send(method, path, auth, cost, params, &|_| {}).await
             }
             other => other,
         }
@@ -565,6 +620,7 @@ impl RestClient {
         auth: Auth,
         cost: Cost,
         params: &[(&str, String)],
+        on_send: &(dyn Fn(Instant) + Sync),
     ) -> Result<T, RestError> {
         self.inner
             .limiter
@@ -584,6 +640,7 @@ impl RestClient {
             req = req.header("X-MBX-APIKEY", key);
         }
         let started = Instant::now();
+        on_send(started);
         let resp = req.send().await.map_err(|e| transport_error(&e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();

@@ -3,6 +3,63 @@
 //! percent-encoded), and a timestamp inside recvWindow.
 
 use super::exchange::{ApiError, Exchange};
+use crate::binance::sign::HmacSigner;
+use ed25519_dalek::pkcs8::DecodePublicKey;
+
+/// How the exchange checks an account's signatures: HMAC-SHA256 with the shared secret,
+/// or Ed25519 with the account's public key (the "secret" configured for an Ed25519
+/// account is its public key in PEM, `-----BEGIN PUBLIC KEY-----`).
+pub enum KeyVerifier {
+    Hmac(HmacSigner),
+    Ed25519(Box<ed25519_dalek::VerifyingKey>),
+}
+
+impl KeyVerifier {
+    pub fn from_secret(secret: &str) -> Result<Self, String> {
+        if secret
+            .trim_start()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+        {
+            ed25519_dalek::VerifyingKey::from_public_key_pem(secret.trim())
+                .map(|k| KeyVerifier::Ed25519(Box::new(k)))
+                .map_err(|e| format!("invalid Ed25519 public key PEM: {e}"))
+        } else {
+            Ok(KeyVerifier::Hmac(HmacSigner::new(secret.as_bytes())))
+        }
+    }
+
+    pub fn is_ed25519(&self) -> bool {
+        matches!(self, KeyVerifier::Ed25519(_))
+    }
+
+    /// HMAC: hex (either case). Ed25519: base64 of the 64-byte signature.
+    pub fn verify(&self, payload: &[u8], signature: &str) -> bool {
+        match self {
+            KeyVerifier::Hmac(h) => h.verify_hex(payload, signature),
+            KeyVerifier::Ed25519(key) => {
+                use base64::Engine;
+                use ed25519_dalek::Verifier;
+                let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(signature) else {
+                    return false;
+                };
+                let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
+                    return false;
+                };
+                key.verify(payload, &sig).is_ok()
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_ed25519() {
+            "KeyVerifier(Ed25519)"
+        } else {
+            "KeyVerifier(HMAC)"
+        })
+    }
+}
 
 /// Decoded request parameters from the query string and the form body, in arrival order.
 #[derive(Debug, Default, Clone)]
@@ -218,7 +275,9 @@ pub fn check_signed(
         default_window,
         max_window,
     )?;
-    if !ex.signer(account).verify_hex(payload.as_bytes(), &sig) {
+    // Ed25519 signatures are base64 and arrive percent-encoded; hex is unaffected.
+    let sig = percent_encoding::percent_decode_str(&sig).decode_utf8_lossy();
+    if !ex.verifier(account).verify(payload.as_bytes(), &sig) {
         return Err(ApiError::bad(
             -1022,
             "Signature for this request is not valid.",

@@ -16,7 +16,8 @@ pub struct SimArgs {
     /// API key of the account to create (or env MMD_SIM_API_KEY).
     #[arg(long)]
     pub api_key: Option<String>,
-    /// File holding the API secret, mode 0600 (or env MMD_SIM_API_SECRET).
+    /// File holding the API secret, mode 0600 (or env MMD_SIM_API_SECRET). For an Ed25519
+    /// key, the file holds the public key PEM.
     #[arg(long)]
     pub api_secret_file: Option<PathBuf>,
 }

@@ -81,6 +81,8 @@ impl SymbolConfig {
 pub struct AccountConfig {
     pub api_key: String,
     /// Only ever set in-process or from the CLI/env: a config file carrying a secret is refused.
+    /// For an Ed25519 API key this is the account's public key in PEM
+    /// (`-----BEGIN PUBLIC KEY-----`); the exchange then verifies base64 Ed25519 signatures.
     pub api_secret: String,
     pub balances: BTreeMap<String, Decimal>,
 }
@@ -270,6 +272,14 @@ impl SimConfig {
             }
             if s.symbol.is_empty() || s.base.is_empty() || s.quote.is_empty() {
                 anyhow::bail!("symbols[{i}]: symbol, base and quote must be non-empty");
+            }
+        }
+        for (i, a) in self.accounts.iter().enumerate() {
+            if a.api_key.is_empty() {
+                anyhow::bail!("accounts[{i}].api_key: must not be empty");
+            }
+            if let Err(e) = super::auth::KeyVerifier::from_secret(&a.api_secret) {
+                anyhow::bail!("accounts[{i}].api_secret: {e}");
             }
         }
         if self.maker_fee < Decimal::ZERO || self.maker_fee >= Decimal::ONE {

@@ -6,12 +6,12 @@
 //! so every subscriber sees events in exactly the order the state changed.
 
 use super::accounts::{BalanceError, Balances};
+use super::auth::KeyVerifier;
 use super::book::{Book, Fill, MARKET_OWNER, OrderId, Owner, Resting, Side};
 use super::config::{SimConfig, SymbolConfig};
 use super::price_process::{self, PriceRng};
 use super::stats::StatsCounters;
 use super::wire::*;
-use crate::binance::sign::HmacSigner;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -294,13 +294,16 @@ struct ConnEntry {
 
 struct Account {
     api_key: String,
-    signer: HmacSigner,
+    verifier: KeyVerifier,
     balances: Balances,
     update_time: u64,
     trades: Vec<TradeRecord>,
     sinks: Vec<(u64, UserSink)>,
     listen_key: Option<(String, Instant)>,
 }
+
+/// Best bid and best ask (price ticks, quantity), as last published.
+type TopOfBook = (Option<(i64, Decimal)>, Option<(i64, Decimal)>);
 
 pub(crate) struct SymbolState {
     pub cfg: SymbolConfig,
@@ -315,7 +318,7 @@ pub(crate) struct SymbolState {
     rng: PriceRng,
     synthetic: Vec<OrderId>,
     book_update_id: u64,
-    last_top: (Option<(i64, Decimal)>, Option<(i64, Decimal)>),
+    last_top: TopOfBook,
     // 24h ticker statistics (since start).
     open: Decimal,
     high: Decimal,
@@ -358,6 +361,8 @@ pub struct Exchange {
     accounts: Vec<Account>,
     account_index: HashMap<String, u32>,
     orders: HashMap<(u32, OrderId), Order>,
+    /// Open orders by (owner, symbol, id): queries never scan the order history.
+    open_index: std::collections::BTreeSet<(Owner, u32, OrderId)>,
     client_ids: HashMap<(Owner, u32, String), OrderId>,
     listen_keys: HashMap<String, u32>,
     next_exec_id: u64,
@@ -367,6 +372,9 @@ pub struct Exchange {
     book_tx: broadcast::Sender<Arc<BookTickerMsg>>,
     pub(crate) frozen: Arc<AtomicBool>,
     fills_scratch: Vec<Fill>,
+    /// Recorded (symbol, mid) lines replayed instead of the random walk.
+    replay: Vec<(String, f64)>,
+    replay_pos: usize,
 }
 
 /// What a fill did to the taker, for the FULL response.
@@ -387,6 +395,7 @@ impl Exchange {
             accounts: Vec::new(),
             account_index: HashMap::new(),
             orders: HashMap::new(),
+            open_index: Default::default(),
             client_ids: HashMap::new(),
             listen_keys: HashMap::new(),
             next_exec_id: 1,
@@ -396,6 +405,8 @@ impl Exchange {
             book_tx,
             frozen: Arc::new(AtomicBool::new(false)),
             fills_scratch: Vec::new(),
+            replay: Vec::new(),
+            replay_pos: 0,
             cfg: cfg.clone(),
             clock,
             stats,
@@ -415,6 +426,7 @@ impl Exchange {
         for a in &cfg.accounts {
             ex.add_account(&a.api_key, &a.api_secret, &a.balances);
         }
+        ex.seed_liquidity();
         ex
     }
 
@@ -462,13 +474,24 @@ impl Exchange {
         self.account_index.insert(api_key.to_string(), idx);
         self.accounts.push(Account {
             api_key: api_key.to_string(),
-            signer: HmacSigner::new(secret.as_bytes()),
+            verifier: KeyVerifier::from_secret(secret).unwrap_or_else(|e| {
+                // Configs are validated before start; a bad key added at run time
+                // falls back to HMAC and never verifies an Ed25519 signature.
+                tracing::error!(api_key, %e, "sim account key");
+                KeyVerifier::Hmac(crate::binance::sign::HmacSigner::new(secret.as_bytes()))
+            }),
             balances: Balances::new(balances),
             update_time: self.clock.now_ms(),
             trades: Vec::new(),
             sinks: Vec::new(),
             listen_key: None,
         });
+    }
+
+    /// Replaces the random walk with recorded mids (see `price_process::load_replay`).
+    pub fn set_replay(&mut self, lines: Vec<(String, f64)>) {
+        self.replay = lines;
+        self.replay_pos = 0;
     }
 
     pub fn book_ticker_receiver(&self) -> broadcast::Receiver<Arc<BookTickerMsg>> {
@@ -479,8 +502,8 @@ impl Exchange {
         self.account_index.get(api_key).copied()
     }
 
-    pub fn signer(&self, account: u32) -> &HmacSigner {
-        &self.accounts[account as usize].signer
+    pub fn verifier(&self, account: u32) -> &KeyVerifier {
+        &self.accounts[account as usize].verifier
     }
 
     pub fn symbol_of(&self, symbol: &str) -> Option<u32> {
@@ -520,6 +543,17 @@ impl Exchange {
         self.conns.insert(id, ConnEntry { kind, ctl });
         StatsCounters::inc(&self.stats.connections_opened);
         id
+    }
+
+    /// A fresh id from the connection id space (for WebSocket-API subscription sinks).
+    pub fn alloc_id(&mut self) -> u64 {
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        id
+    }
+
+    pub fn api_key_of(&self, account: u32) -> &str {
+        &self.accounts[account as usize].api_key
     }
 
     pub fn unregister_conn(&mut self, id: u64) {
@@ -660,6 +694,21 @@ impl Exchange {
             );
         }
         due.len()
+    }
+
+    /// Forgets keys without telling anyone (fault injection): connections stay open and
+    /// keep delivering, but keepalives answer -1125.
+    pub fn forget_listen_keys(&mut self, pick: impl Fn(u32) -> bool) -> usize {
+        let mut n = 0;
+        for (i, a) in self.accounts.iter_mut().enumerate() {
+            if pick(i as u32)
+                && let Some((key, _)) = a.listen_key.take()
+            {
+                self.listen_keys.remove(&key);
+                n += 1;
+            }
+        }
+        n
     }
 
     // ---------------------------------------------------------------- orders
@@ -849,6 +898,7 @@ impl Exchange {
             locked: lock,
         };
         self.orders.insert((sym, order_id), order);
+        self.open_index.insert((account, sym, order_id));
         self.client_ids
             .insert((account, sym, coid.clone()), order_id);
         StatsCounters::inc(&self.stats.orders_placed);
@@ -1057,6 +1107,9 @@ impl Exchange {
         } else {
             OrderStatus::PartiallyFilled
         };
+        if filled {
+            self.open_index.remove(&(o.owner, sym, order_id));
+        }
         if filled && !o.locked.is_zero() {
             let rest = o.locked;
             let _ = acct.balances.unlock(spent_asset, rest);
@@ -1114,6 +1167,7 @@ impl Exchange {
         acct.update_time = now;
         o.status = status;
         o.update_time = now;
+        self.open_index.remove(&(o.owner, sym, order_id));
         let x = if status == OrderStatus::Canceled {
             "CANCELED"
         } else {
@@ -1366,10 +1420,9 @@ impl Exchange {
             .symbol_of(symbol)
             .ok_or_else(ApiError::invalid_symbol)?;
         let mut ids: Vec<OrderId> = self
-            .orders
-            .values()
-            .filter(|o| o.symbol == sym && o.owner == account && o.status.is_open())
-            .map(|o| o.order_id)
+            .open_index
+            .range((account, sym, 0)..=(account, sym, OrderId::MAX))
+            .map(|(_, _, id)| *id)
             .collect();
         if ids.is_empty() {
             return Err(ApiError::unknown_order_cancel());
@@ -1429,14 +1482,14 @@ impl Exchange {
     }
 
     fn open_orders_of(&self, account: u32, sym: Option<u32>) -> Vec<&Order> {
-        let mut v: Vec<&Order> = self
-            .orders
-            .values()
-            .filter(|o| o.owner == account && o.status.is_open())
-            .filter(|o| sym.is_none_or(|s| o.symbol == s))
-            .collect();
-        v.sort_unstable_by_key(|o| (o.symbol, o.order_id));
-        v
+        let range = match sym {
+            Some(s) => (account, s, 0)..=(account, s, OrderId::MAX),
+            None => (account, 0, 0)..=(account, u32::MAX, OrderId::MAX),
+        };
+        self.open_index
+            .range(range)
+            .filter_map(|(_, s, id)| self.orders.get(&(*s, *id)))
+            .collect()
     }
 
     /// GET /api/v3/openOrders.
@@ -1492,6 +1545,7 @@ impl Exchange {
     }
 
     /// GET /api/v3/myTrades.
+    #[allow(clippy::too_many_arguments)]
     pub fn my_trades_json(
         &self,
         account: u32,
@@ -1505,7 +1559,7 @@ impl Exchange {
         self.symbol_of(symbol)
             .ok_or_else(ApiError::invalid_symbol)?;
         let a = &self.accounts[account as usize];
-        let v: Vec<MyTrade> = a
+        let matching: Vec<&TradeRecord> = a
             .trades
             .iter()
             .filter(|t| t.symbol == symbol)
@@ -1513,6 +1567,16 @@ impl Exchange {
             .filter(|t| start_time.is_none_or(|s| t.time >= s))
             .filter(|t| end_time.is_none_or(|e| t.time <= e))
             .filter(|t| order_id.is_none_or(|o| t.order_id == o))
+            .collect();
+        // Binance: with fromId or startTime the oldest matching trades, otherwise the most recent.
+        let skip = if from_id.is_none() && start_time.is_none() {
+            matching.len().saturating_sub(limit)
+        } else {
+            0
+        };
+        let v: Vec<MyTrade> = matching
+            .into_iter()
+            .skip(skip)
             .take(limit)
             .map(|t| MyTrade {
                 symbol: &t.symbol,
@@ -1565,6 +1629,7 @@ impl Exchange {
             s.synthetic.clear();
         }
         self.orders.clear();
+        self.open_index.clear();
         self.client_ids.clear();
         self.listen_keys.clear();
         for a in &mut self.accounts {
@@ -1574,9 +1639,7 @@ impl Exchange {
             a.sinks.clear();
         }
         self.signal_conns(|_| true, ConnCtl::Restart);
-        for i in 0..self.symbols.len() as u32 {
-            self.publish_top(i);
-        }
+        self.seed_liquidity();
     }
 
     // ---------------------------------------------------------------- market data
@@ -1609,6 +1672,72 @@ impl Exchange {
             .send(Arc::new(BookTickerMsg { symbol: sym, json }));
     }
 
+    /// Replaces the synthetic liquidity of `sym` around its current mid. A synthetic order
+    /// that crosses a resting order trades with it first (the market moved through it).
+    fn repost_liquidity(&mut self, sym: u32, now: u64) {
+        let m = &self.cfg.market;
+        let (spread_ticks, depth, level_notional) =
+            (m.spread_ticks, m.depth_levels, m.level_notional);
+        let s = &mut self.symbols[sym as usize];
+        let tick = price_process::to_f64(s.cfg.tick_size);
+        let lo = price_process::to_f64(s.cfg.min_price).max(tick) * 10.0;
+        let hi = price_process::to_f64(s.cfg.max_price) / 10.0;
+        s.mid = s.mid.clamp(lo, hi.max(lo));
+        let mid_ticks = (s.mid / tick).round() as i64;
+        let spread = spread_ticks.max(1) as i64;
+        let best_bid = mid_ticks - spread / 2;
+        let best_ask = best_bid + spread;
+        let level_qty =
+            price_process::qty_for_notional(level_notional, s.mid, s.cfg.step_size, s.cfg.min_qty);
+        for id in std::mem::take(&mut s.synthetic) {
+            s.book.cancel(id);
+        }
+        let mut to_post = Vec::new();
+        for i in 0..depth as i64 {
+            to_post.push((Side::Sell, best_ask + i));
+            to_post.push((Side::Buy, (best_bid - i).max(1)));
+        }
+        let mut sink = Vec::new();
+        for (side, ticks) in to_post {
+            let left = self.run_match(
+                sym,
+                MARKET_OWNER,
+                None,
+                side,
+                Some(ticks),
+                level_qty,
+                now,
+                &mut sink,
+            );
+            if left > Decimal::ZERO {
+                let s = &mut self.symbols[sym as usize];
+                let id = s.next_order_id;
+                s.next_order_id += 1;
+                s.book.insert(
+                    side,
+                    ticks,
+                    Resting {
+                        id,
+                        owner: MARKET_OWNER,
+                        qty: left,
+                    },
+                );
+                s.synthetic.push(id);
+            }
+        }
+        self.publish_top(sym);
+    }
+
+    /// Posts the synthetic liquidity of every active symbol (at start and after a restart).
+    fn seed_liquidity(&mut self) {
+        let now = self.clock.now_ms();
+        for sym in 0..self.symbols.len() as u32 {
+            if self.symbols[sym as usize].active {
+                self.repost_liquidity(sym, now);
+            }
+        }
+    }
+
     /// One step of the rest of the market for every active symbol: the mid walks, synthetic
     /// liquidity is re-posted around it (trading through any resting order it crosses), and
     /// taker flow sweeps the book.
@@ -1618,66 +1747,29 @@ impl Exchange {
         }
         let now = self.clock.now_ms();
         let m = self.cfg.market.clone();
+        let replaying = !self.replay.is_empty();
+        if replaying {
+            // One recorded line per tick, looping at the end of the file.
+            let (symbol, mid) = &self.replay[self.replay_pos % self.replay.len()];
+            self.replay_pos += 1;
+            if let Some(i) = self.symbol_index.get(symbol) {
+                self.symbols[*i as usize].mid = *mid;
+            }
+        }
         for sym in 0..self.symbols.len() as u32 {
             let s = &mut self.symbols[sym as usize];
             if !s.active || s.status != "TRADING" {
                 continue;
             }
-            s.mid = price_process::walk(&mut s.rng, s.mid, m.volatility, dt);
-            let tick = price_process::to_f64(s.cfg.tick_size);
-            let lo = price_process::to_f64(s.cfg.min_price).max(tick) * 10.0;
-            let hi = price_process::to_f64(s.cfg.max_price) / 10.0;
-            s.mid = s.mid.clamp(lo, hi.max(lo));
-            let mid_ticks = (s.mid / tick).round() as i64;
-            let spread = m.spread_ticks.max(1) as i64;
-            let best_bid = mid_ticks - spread / 2;
-            let best_ask = best_bid + spread;
-            let level_qty = price_process::qty_for_notional(
-                m.level_notional,
-                s.mid,
-                s.cfg.step_size,
-                s.cfg.min_qty,
-            );
-            for id in std::mem::take(&mut s.synthetic) {
-                s.book.cancel(id);
+            if !replaying {
+                s.mid = price_process::walk(&mut s.rng, s.mid, m.volatility, dt);
             }
-            let mut to_post = Vec::new();
-            for i in 0..m.depth_levels as i64 {
-                to_post.push((Side::Sell, best_ask + i));
-                to_post.push((Side::Buy, (best_bid - i).max(1)));
-            }
-            let mut sink = Vec::new();
-            for (side, ticks) in to_post {
-                let left = self.run_match(
-                    sym,
-                    MARKET_OWNER,
-                    None,
-                    side,
-                    Some(ticks),
-                    level_qty,
-                    now,
-                    &mut sink,
-                );
-                if left > Decimal::ZERO {
-                    let s = &mut self.symbols[sym as usize];
-                    let id = s.next_order_id;
-                    s.next_order_id += 1;
-                    s.book.insert(
-                        side,
-                        ticks,
-                        Resting {
-                            id,
-                            owner: MARKET_OWNER,
-                            qty: left,
-                        },
-                    );
-                    s.synthetic.push(id);
-                }
-            }
+            self.repost_liquidity(sym, now);
             let s = &mut self.symbols[sym as usize];
             let takers = price_process::poisson(&mut s.rng, m.taker_rate * dt.as_secs_f64());
             for _ in 0..takers {
                 let s = &mut self.symbols[sym as usize];
+                let tick = price_process::to_f64(s.cfg.tick_size);
                 let (side, limit) =
                     price_process::taker_limit(&mut s.rng, s.mid, tick, m.taker_reach_bps);
                 let qty = price_process::qty_for_notional(
@@ -1686,6 +1778,7 @@ impl Exchange {
                     s.cfg.step_size,
                     s.cfg.min_qty,
                 );
+                let mut sink = Vec::new();
                 self.run_match(
                     sym,
                     MARKET_OWNER,
@@ -1696,6 +1789,10 @@ impl Exchange {
                     now,
                     &mut sink,
                 );
+                // The rest of the market refills the touch at once: a taker sweeps
+                // through the book (and any quote within its reach) but never leaves
+                // a side empty for the tickers to see.
+                self.repost_liquidity(sym, now);
             }
             self.publish_top(sym);
         }
@@ -1778,6 +1875,59 @@ impl Exchange {
             out.push((i as u32, serde_json::to_string(&t).unwrap_or_default()));
         }
         out
+    }
+
+    /// GET /api/v3/depth: the order book, `limit` levels a side.
+    pub fn depth_json(&self, symbol: &str, limit: usize) -> Result<String, ApiError> {
+        let sym = self
+            .symbol_of(symbol)
+            .ok_or_else(ApiError::invalid_symbol)?;
+        let s = &self.symbols[sym as usize];
+        let side = |side| -> Vec<[String; 2]> {
+            s.book
+                .levels(side, limit)
+                .into_iter()
+                .map(|(p, q)| [fmt8(s.price(p)), fmt8(q)])
+                .collect()
+        };
+        Ok(serde_json::json!({
+            "lastUpdateId": s.book_update_id,
+            "bids": side(Side::Buy),
+            "asks": side(Side::Sell),
+        })
+        .to_string())
+    }
+
+    /// GET /api/v3/ticker/bookTicker and /api/v3/ticker/price: one object for a symbol,
+    /// an array of every symbol without one.
+    pub fn ticker_json(&self, symbol: Option<&str>, book: bool) -> Result<String, ApiError> {
+        let one = |s: &SymbolState| {
+            if book {
+                let (b, bq) = s
+                    .book
+                    .best_bid()
+                    .map(|(p, q)| (s.price(p), q))
+                    .unwrap_or_default();
+                let (a, aq) = s
+                    .book
+                    .best_ask()
+                    .map(|(p, q)| (s.price(p), q))
+                    .unwrap_or_default();
+                serde_json::json!({"symbol": s.cfg.symbol, "bidPrice": fmt8(b), "bidQty": fmt8(bq),
+                                   "askPrice": fmt8(a), "askQty": fmt8(aq)})
+            } else {
+                serde_json::json!({"symbol": s.cfg.symbol, "price": fmt8(s.last)})
+            }
+        };
+        match symbol {
+            Some(name) => {
+                let sym = self.symbol_of(name).ok_or_else(ApiError::invalid_symbol)?;
+                Ok(one(&self.symbols[sym as usize]).to_string())
+            }
+            None => {
+                Ok(serde_json::Value::Array(self.symbols.iter().map(one).collect()).to_string())
+            }
+        }
     }
 
     /// GET /api/v3/exchangeInfo.
@@ -1898,7 +2048,17 @@ impl Exchange {
         }
         let mut expected_locked: Vec<BTreeMap<String, Decimal>> =
             vec![BTreeMap::new(); self.accounts.len()];
+        let open_count = self.orders.values().filter(|o| o.status.is_open()).count();
+        if open_count != self.open_index.len() {
+            return Err(format!(
+                "open index has {} orders, {open_count} are open",
+                self.open_index.len()
+            ));
+        }
         for o in self.orders.values() {
+            if o.status.is_open() && !self.open_index.contains(&(o.owner, o.symbol, o.order_id)) {
+                return Err(format!("open order {} missing from the index", o.order_id));
+            }
             if o.locked < Decimal::ZERO {
                 return Err(format!("order {} locked {}", o.order_id, o.locked));
             }
@@ -2161,10 +2321,26 @@ mod tests {
                 }
                 _ => ex.market_step(Duration::from_millis(100)),
             }
-            if let Err(e) = ex.check_invariants() {
+            for s in &ex.symbols {
+                if let (Some((b, _)), Some((a, _))) = (s.book.best_bid(), s.book.best_ask()) {
+                    assert!(b < a, "step {step}: {} crossed {b} >= {a}", s.cfg.symbol);
+                }
+            }
+            for acct in 0..2 {
+                for (asset, (free, locked)) in ex.balances_of(acct) {
+                    assert!(
+                        free >= Decimal::ZERO && locked >= Decimal::ZERO,
+                        "step {step}: {asset}"
+                    );
+                }
+            }
+            if step % 50 == 0
+                && let Err(e) = ex.check_invariants()
+            {
                 panic!("step {step}: {e}");
             }
         }
+        ex.check_invariants().unwrap();
         let mut total_trades = 0;
         for account in 0..2u32 {
             let mut expected = initial

@@ -21,13 +21,13 @@ pub enum StreamTarget {
 
 impl StreamTarget {
     fn matches(self, kind: &ConnKind) -> bool {
-        match (self, kind) {
-            (StreamTarget::All, _) => true,
-            (StreamTarget::Market, ConnKind::Market) => true,
-            (StreamTarget::User, ConnKind::User { .. }) => true,
-            (StreamTarget::WsApi, ConnKind::WsApi) => true,
-            _ => false,
-        }
+        matches!(
+            (self, kind),
+            (StreamTarget::All, _)
+                | (StreamTarget::Market, ConnKind::Market)
+                | (StreamTarget::User, ConnKind::User { .. })
+                | (StreamTarget::WsApi, ConnKind::WsApi)
+        )
     }
 }
 
@@ -85,6 +85,12 @@ pub enum FaultCommand {
     ExpireListenKey {
         #[serde(default)]
         listen_key: Option<String>,
+        #[serde(default)]
+        api_key: Option<String>,
+    },
+    /// The exchange forgets listen keys silently (no event, streams stay open), as when
+    /// a key lapsed unnoticed: the next keepalive answers -1125.
+    ForgetListenKeys {
         #[serde(default)]
         api_key: Option<String>,
     },
@@ -268,6 +274,18 @@ impl FaultControl {
                         && account.is_none_or(|a| a == acct)
                 });
             }
+            FaultCommand::ForgetListenKeys { api_key } => {
+                let sh = self.shared()?;
+                let mut ex = sh.exchange.lock();
+                let account = match &api_key {
+                    Some(k) => Some(
+                        ex.account_of(k)
+                            .ok_or_else(|| anyhow::anyhow!("unknown api_key"))?,
+                    ),
+                    None => None,
+                };
+                ex.forget_listen_keys(|acct| account.is_none_or(|a| a == acct));
+            }
             FaultCommand::DuplicateUserEvents { count } => {
                 self.state.lock().duplicate = Some(count.unwrap_or(u32::MAX));
             }
@@ -349,6 +367,11 @@ impl FaultControl {
     pub fn expire_listen_keys(&self, api_key: Option<&str>) -> anyhow::Result<()> {
         self.apply(FaultCommand::ExpireListenKey {
             listen_key: None,
+            api_key: api_key.map(str::to_string),
+        })
+    }
+    pub fn forget_listen_keys(&self, api_key: Option<&str>) -> anyhow::Result<()> {
+        self.apply(FaultCommand::ForgetListenKeys {
             api_key: api_key.map(str::to_string),
         })
     }

@@ -2,6 +2,23 @@
 //! protocol on loopback, a price-time-priority matching engine with exact balances,
 //! a seeded market process, and fault injection. The default venue for the demo,
 //! paper trading and every integration test.
+//!
+//! What it serves (one port):
+//! - REST `/api/v3/...`: ping, time, exchangeInfo, order (POST/GET/DELETE), order/test,
+//!   openOrders (GET/DELETE), account, myTrades, userDataStream (POST/PUT/DELETE; 410 in
+//!   the 2026 dialect). Binance statuses, codes, messages and `X-MBX-*` headers.
+//! - Streams: `/ws/<stream>`, `/stream?streams=a/b` (`!ticker@arr`, `<s>@ticker`,
+//!   `<s>@bookTicker`, live SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS), user data on
+//!   `/ws/<listenKey>`.
+//! - WebSocket API: `/ws-api/v3` (see [`ws_api`]).
+//! - Admin (tests and operators, loopback only): `POST /sim/admin/faults` with a
+//!   [`FaultCommand`] as JSON, e.g. `{"kind":"fail_rest","path":"/api/v3/order",
+//!   "count":1,"status":503,"after_apply":true}`, `{"kind":"drop_connections","target":"user"}`,
+//!   `{"kind":"restart"}`; `POST /sim/admin/deposit` `{"api_key":..,"asset":"USDT","delta":"-5"}`;
+//!   `POST /sim/admin/market` `{"frozen":true}` or `{"symbol":"BTCUSDT","status":"BREAK"}`;
+//!   `GET /sim/admin/stats`.
+//!
+//! Accounts: HMAC keys (the secret), or Ed25519 keys (the "secret" is the public key PEM).
 
 pub mod accounts;
 pub mod auth;
@@ -70,6 +87,14 @@ pub struct SimHandle {
 /// Starts the simulator on `listen` (`127.0.0.1:0` picks a free port).
 pub async fn start(cfg: SimConfig, listen: SocketAddr) -> anyhow::Result<SimHandle> {
     cfg.validate()?;
+    let replay = match &cfg.market.replay_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("market.replay_file {path}: {e}"))?;
+            Some(price_process::parse_replay(&text, path)?)
+        }
+        None => None,
+    };
     let cfg = Arc::new(cfg);
     let clock = Arc::new(Clock::default());
     let stats = Arc::new(StatsCounters::default());
@@ -86,6 +111,9 @@ pub async fn start(cfg: SimConfig, listen: SocketAddr) -> anyhow::Result<SimHand
         shutdown,
     });
     shared.faults.attach(&shared);
+    if let Some(lines) = replay {
+        shared.exchange.lock().set_replay(lines);
+    }
     for f in &cfg.faults {
         shared.faults.apply(f.clone())?;
     }

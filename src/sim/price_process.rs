@@ -80,6 +80,42 @@ pub fn qty_for_notional(notional: Decimal, price: f64, step: Decimal, min_qty: D
     q.max(min_qty).max(step)
 }
 
+/// Parses a recording of market data, one JSON object per line: `<symbol>@bookTicker`
+/// payloads (mid = (b + a) / 2), 24hrTicker payloads (mid = c), or either inside a
+/// combined-stream wrapper. Blank lines are skipped; anything else is an error naming the line.
+pub fn parse_replay(text: &str, origin: &str) -> anyhow::Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{origin}:{}: not JSON: {e}", n + 1))?;
+        let v = v.get("data").unwrap_or(&v);
+        let num = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .and_then(|x| x.parse::<f64>().ok())
+                .filter(|x| x.is_finite() && *x > 0.0)
+        };
+        let symbol = v
+            .get("s")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| anyhow::anyhow!("{origin}:{}: no symbol (\"s\")", n + 1))?;
+        let mid = match (num("b"), num("a"), num("c")) {
+            (Some(b), Some(a), _) => (a + b) / 2.0,
+            (_, _, Some(c)) => c,
+            _ => anyhow::bail!("{origin}:{}: no prices (b/a or c)", n + 1),
+        };
+        out.push((symbol.to_string(), mid));
+    }
+    if out.is_empty() {
+        anyhow::bail!("{origin}: no market data lines");
+    }
+    Ok(out)
+}
+
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 pub fn random_alnum(rng: &mut PriceRng, len: usize) -> String {
@@ -158,6 +194,21 @@ mod tests {
         let q = qty_for_notional(dec!(1000), 60000.0, dec!(0.00001), dec!(0.00001));
         assert_eq!(q, dec!(0.01666));
         assert_eq!(round_to(1.23456, dec!(0.01)), dec!(1.23));
+    }
+
+    #[test]
+    fn replay_lines_parse_and_errors_name_the_line() {
+        let text = "{\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"99\",\"B\":\"1\",\"a\":\"101\",\"A\":\"1\"}\n\n\
+                    {\"stream\":\"x\",\"data\":{\"e\":\"24hrTicker\",\"s\":\"ETHUSDT\",\"c\":\"5\"}}\n";
+        let r = parse_replay(text, "rec.jsonl").unwrap();
+        assert_eq!(
+            r,
+            vec![("BTCUSDT".to_string(), 100.0), ("ETHUSDT".to_string(), 5.0)]
+        );
+        let e = parse_replay("{\"s\":\"X\"}\nnot json", "rec.jsonl").unwrap_err();
+        assert!(e.to_string().starts_with("rec.jsonl:1:"), "{e}");
+        let e = parse_replay("{\"s\":\"X\",\"c\":\"1\"}\nnot json", "rec.jsonl").unwrap_err();
+        assert!(e.to_string().starts_with("rec.jsonl:2:"), "{e}");
     }
 
     #[test]

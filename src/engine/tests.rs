@@ -1,0 +1,933 @@
+//! Engine core scenarios, driven input by input (no sockets, no clock).
+
+use std::time::Instant;
+
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+use super::io::Record;
+use super::io::*;
+use super::orders::OrderState;
+use super::{Engine, EngineSettings};
+use crate::binance::types::*;
+use crate::config::MarketConfig;
+use crate::metrics::{self, Metrics};
+
+fn setup(symbol: &str) -> MarketSetup {
+    let strategy: toml::Table =
+        toml::from_str("bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = \"0.1\"\n").unwrap();
+    MarketSetup {
+        config: MarketConfig {
+            file: format!("{symbol}.toml").into(),
+            symbol: symbol.into(),
+            strategy_name: "spread".into(),
+            strategy_params: strategy,
+            risk: toml::Table::new(),
+        },
+        base_asset: symbol.trim_end_matches("USDT").into(),
+        quote_asset: "USDT".into(),
+        rules: strategies::SymbolRules {
+            tick_size: dec!(0.01),
+            step_size: dec!(0.0001),
+            min_qty: dec!(0.0001),
+            max_qty: dec!(1000),
+            min_notional: dec!(5),
+            max_notional: None,
+        },
+    }
+}
+
+struct H {
+    e: Engine,
+    now: u64,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl H {
+    fn new(symbols: &[&str]) -> Self {
+        let metrics = Metrics::new();
+        let e = Engine::new(
+            EngineSettings::new("mmd", "run01"),
+            symbols.iter().map(|s| setup(s)).collect(),
+            metrics.clone(),
+        )
+        .unwrap();
+        H {
+            e,
+            now: 1_000_000,
+            metrics,
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Command> {
+        self.e.handle(input, self.now)
+    }
+
+    /// Stream up, startup resync answered, market data: returns the first quotes.
+    fn start(&mut self) -> Vec<PlaceOrder> {
+        let c = self.feed(Input::StreamUp {
+            stream: Stream::Market,
+            reason: ConnectReason::Initial,
+        });
+        assert!(c.is_empty());
+        let c = self.feed(Input::StreamUp {
+            stream: Stream::User,
+            reason: ConnectReason::Initial,
+        });
+        let Some(Command::Resync {
+            reason: ResyncReason::Startup,
+            trades_from,
+        }) = c.first()
+        else {
+            panic!("expected a startup resync, got {c:?}");
+        };
+        assert!(
+            trades_from.iter().all(|(_, from)| from.is_none()),
+            "history is seeded first"
+        );
+        let c = self.feed(Input::Resynced {
+            reason: ResyncReason::Startup,
+            result: Ok(snapshot(vec![])),
+        });
+        assert!(c.is_empty(), "no market data yet: {c:?}");
+        places(&self.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10))))
+    }
+}
+
+fn snapshot(trades: Vec<MyTrade>) -> Snapshot {
+    Snapshot {
+        account: Account {
+            update_time: 0,
+            balances: vec![
+                RestBalance {
+                    asset: "USDT".into(),
+                    free: dec!(10000),
+                    locked: dec!(0),
+                },
+                RestBalance {
+                    asset: "BTC".into(),
+                    free: dec!(1),
+                    locked: dec!(0),
+                },
+            ],
+        },
+        as_of_ms: 500,
+        open_orders: vec![("BTCUSDT".into(), vec![])],
+        trades: vec![("BTCUSDT".into(), trades)],
+    }
+}
+
+fn ticker(symbol: &str, bid: Decimal, ask: Decimal) -> Input {
+    Input::Market {
+        event: MarketEvent::Ticker(Ticker {
+            event_time: 1,
+            symbol: symbol.into(),
+            last_price: bid,
+            best_bid: bid,
+            best_bid_qty: dec!(1),
+            best_ask: ask,
+            best_ask_qty: dec!(1),
+        }),
+        received: Instant::now(),
+    }
+}
+
+fn places(c: &[Command]) -> Vec<PlaceOrder> {
+    c.iter()
+        .filter_map(|c| match c {
+            Command::Place(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ack(p: &PlaceOrder, order_id: u64) -> Input {
+    Input::Placed {
+        client_id: p.client_id.clone(),
+        result: Ok(OrderResponse {
+            symbol: p.symbol.clone(),
+            order_id,
+            client_order_id: p.client_id.clone(),
+            orig_client_order_id: None,
+            transact_time: Some(1),
+            price: Some(p.price),
+            orig_qty: Some(p.qty),
+            executed_qty: Some(Decimal::ZERO),
+            cummulative_quote_qty: None,
+            status: Some(OrderStatus::New),
+            time_in_force: None,
+            order_type: None,
+            side: Some(p.side),
+            fills: vec![],
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exec(
+    p: &PlaceOrder,
+    order_id: u64,
+    x: ExecType,
+    status: OrderStatus,
+    last: Decimal,
+    cum: Decimal,
+    trade_id: i64,
+    exec_id: u64,
+) -> Input {
+    Input::User(UserEvent::ExecutionReport(Box::new(ExecutionReport {
+        event_time: 2,
+        symbol: p.symbol.clone(),
+        client_order_id: p.client_id.clone(),
+        side: p.side,
+        order_type: "LIMIT_MAKER".into(),
+        time_in_force: "GTC".into(),
+        orig_qty: p.qty,
+        price: p.price,
+        orig_client_order_id: None,
+        exec_type: x,
+        status,
+        reject_reason: "NONE".into(),
+        order_id,
+        last_qty: last,
+        cum_qty: cum,
+        last_price: p.price,
+        commission: Decimal::ZERO,
+        commission_asset: None,
+        transaction_time: 600 + trade_id as u64,
+        trade_id,
+        execution_id: Some(exec_id),
+        is_working: true,
+        is_maker: true,
+        cum_quote_qty: None,
+        expiry_reason: None,
+    })))
+}
+
+#[test]
+fn quotes_both_sides_post_only_with_traceable_ids() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    assert_eq!(p.len(), 2, "{p:?}");
+    let bid = p.iter().find(|o| o.side == Side::Buy).unwrap();
+    let ask = p.iter().find(|o| o.side == Side::Sell).unwrap();
+    assert!(
+        bid.price < dec!(100.00) && ask.price > dec!(100.10),
+        "{bid:?} {ask:?}"
+    );
+    assert!(
+        p.iter()
+            .all(|o| o.post_only && o.client_id.starts_with("mmd-BTCUSDT-run01-"))
+    );
+    assert!(p[0].tick_received.is_some());
+    // The same market again: orders in flight are not duplicated.
+    let again = places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10))));
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(h.metrics.counter_sum(metrics::ORDERS_PLACED), 2);
+}
+
+#[test]
+fn nothing_is_placed_before_the_startup_sync_or_without_the_user_stream() {
+    let mut h = H::new(&["BTCUSDT"]);
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100), dec!(100.1)))).is_empty());
+    h.feed(Input::StreamUp {
+        stream: Stream::User,
+        reason: ConnectReason::Initial,
+    });
+    assert!(
+        places(&h.feed(ticker("BTCUSDT", dec!(100), dec!(100.1)))).is_empty(),
+        "not synced yet"
+    );
+    let c = h.feed(Input::Resynced {
+        reason: ResyncReason::Startup,
+        result: Ok(snapshot(vec![])),
+    });
+    assert_eq!(places(&c).len(), 2, "quotes start once synced: {c:?}");
+    h.feed(Input::StreamDown {
+        stream: Stream::User,
+        reason: "test".into(),
+    });
+    h.now += 1000;
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(90), dec!(90.1)))).is_empty());
+}
+
+#[test]
+fn a_fill_counts_once_whatever_path_and_order_it_arrives_by() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+    h.feed(ack(&bid, 7));
+    let trade = exec(
+        &bid,
+        7,
+        ExecType::Trade,
+        OrderStatus::PartiallyFilled,
+        dec!(0.04),
+        dec!(0.04),
+        42,
+        3,
+    );
+    h.feed(trade);
+    h.feed(exec(
+        &bid,
+        7,
+        ExecType::Trade,
+        OrderStatus::PartiallyFilled,
+        dec!(0.04),
+        dec!(0.04),
+        42,
+        3,
+    ));
+    h.feed(exec(
+        &bid,
+        7,
+        ExecType::Trade,
+        OrderStatus::PartiallyFilled,
+        dec!(0.04),
+        dec!(0.04),
+        42,
+        99,
+    ));
+    assert_eq!(h.e.position("BTCUSDT"), Some(dec!(0.04)));
+    // The user stream drops; on reconnect the resync brings the same trade and a new one.
+    h.feed(Input::StreamDown {
+        stream: Stream::User,
+        reason: "test".into(),
+    });
+    let c = h.feed(Input::StreamUp {
+        stream: Stream::User,
+        reason: ConnectReason::Error,
+    });
+    let Some(Command::Resync {
+        reason: ResyncReason::Reconnect,
+        trades_from,
+    }) = c.first()
+    else {
+        panic!("{c:?}");
+    };
+    assert_eq!(trades_from, &vec![("BTCUSDT".to_owned(), Some(43))]);
+    let mk = |id: i64, qty: Decimal| MyTrade {
+        symbol: "BTCUSDT".into(),
+        id,
+        order_id: 7,
+        price: bid.price,
+        qty,
+        quote_qty: qty * bid.price,
+        commission: Decimal::ZERO,
+        commission_asset: "BTC".into(),
+        time: 700,
+        is_buyer: true,
+        is_maker: true,
+    };
+    h.feed(Input::Resynced {
+        reason: ResyncReason::Reconnect,
+        result: Ok(snapshot(vec![mk(42, dec!(0.04)), mk(43, dec!(0.06))])),
+    });
+    assert_eq!(h.e.position("BTCUSDT"), Some(dec!(0.10)));
+    assert_eq!(h.e.fill_count("BTCUSDT"), Some(2));
+    // The stream later replays trade 43: not counted again.
+    h.feed(exec(
+        &bid,
+        7,
+        ExecType::Trade,
+        OrderStatus::Filled,
+        dec!(0.06),
+        dec!(0.1),
+        43,
+        4,
+    ));
+    assert_eq!(h.e.fill_count("BTCUSDT"), Some(2));
+    assert_eq!(
+        h.metrics
+            .counter(metrics::FILLS, &[("symbol", "BTCUSDT"), ("side", "BUY")]),
+        2
+    );
+    assert_eq!(
+        h.e.orders().get(&bid.client_id).unwrap().state,
+        OrderState::Filled
+    );
+}
+
+#[test]
+fn placement_timeout_is_resolved_by_query_never_by_replacing() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+    h.feed(Input::Placed {
+        client_id: bid.client_id.clone(),
+        result: Err(RestFailure::OutcomeUnknown("timeout".into())),
+    });
+    assert_eq!(
+        h.e.orders().get(&bid.client_id).unwrap().state,
+        OrderState::Unknown
+    );
+    // More market data: the bid slot stays taken by the unknown order.
+    let c = h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)));
+    assert!(places(&c).iter().all(|o| o.side != Side::Buy), "{c:?}");
+    h.now += 600;
+    let c = h.feed(Input::Tick);
+    assert!(
+        c.contains(&Command::Query {
+            symbol: "BTCUSDT".into(),
+            client_id: bid.client_id.clone()
+        }),
+        "{c:?}"
+    );
+    // It exists after all.
+    let Input::Placed {
+        result: Ok(resp), ..
+    } = ack(&bid, 9)
+    else {
+        unreachable!()
+    };
+    h.feed(Input::Queried {
+        client_id: bid.client_id.clone(),
+        result: Ok(resp),
+    });
+    assert_eq!(
+        h.e.orders().get(&bid.client_id).unwrap().state,
+        OrderState::New
+    );
+    assert_eq!(h.e.orders().get(&bid.client_id).unwrap().order_id, Some(9));
+}
+
+#[test]
+fn placement_timeout_for_an_order_never_seen_needs_two_not_found_answers() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+    h.feed(Input::Placed {
+        client_id: bid.client_id.clone(),
+        result: Err(RestFailure::OutcomeUnknown("502".into())),
+    });
+    let nf = || Input::Queried {
+        client_id: bid.client_id.clone(),
+        result: Err(RestFailure::UnknownOrder {
+            code: -2013,
+            msg: "Order does not exist.".into(),
+        }),
+    };
+    h.now += 600;
+    h.feed(Input::Tick);
+    h.feed(nf());
+    assert_eq!(
+        h.e.orders().get(&bid.client_id).unwrap().state,
+        OrderState::Unknown
+    );
+    h.now += 1100;
+    h.feed(Input::Tick);
+    let c = places(&h.feed(nf()));
+    assert_eq!(
+        h.e.orders().get(&bid.client_id).unwrap().state,
+        OrderState::Rejected
+    );
+    // Now the slot is free: a new bid with a new id.
+    assert!(
+        c.iter()
+            .any(|o| o.side == Side::Buy && o.client_id != bid.client_id),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn cancel_answered_unknown_order_is_settled_by_query() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+    h.feed(ack(&bid, 7));
+    // The market moves far: the bid is repriced (cancel + new).
+    h.now += 100;
+    let c = h.feed(ticker("BTCUSDT", dec!(110.00), dec!(110.10)));
+    assert!(
+        c.contains(&Command::Cancel {
+            symbol: "BTCUSDT".into(),
+            client_id: bid.client_id.clone()
+        }),
+        "{c:?}"
+    );
+    h.feed(Input::Canceled {
+        client_id: bid.client_id.clone(),
+        result: Err(RestFailure::UnknownOrder {
+            code: -2011,
+            msg: "Unknown order sent.".into(),
+        }),
+    });
+    assert_eq!(
+        h.e.orders().get(&bid.client_id).unwrap().state,
+        OrderState::PendingCancel
+    );
+    h.now += 600;
+    let c = h.feed(Input::Tick);
+    assert!(
+        c.contains(&Command::Query {
+            symbol: "BTCUSDT".into(),
+            client_id: bid.client_id.clone()
+        }),
+        "{c:?}"
+    );
+    let Input::Placed {
+        result: Ok(mut resp),
+        ..
+    } = ack(&bid, 7)
+    else {
+        unreachable!()
+    };
+    resp.status = Some(OrderStatus::Filled);
+    resp.executed_qty = Some(bid.qty);
+    let c = h.feed(Input::Queried {
+        client_id: bid.client_id.clone(),
+        result: Ok(resp),
+    });
+    assert_eq!(
+        h.e.orders().get(&bid.client_id).unwrap().state,
+        OrderState::Filled
+    );
+    assert!(
+        c.iter().any(|c| matches!(
+            c,
+            Command::Resync {
+                reason: ResyncReason::MissingFills,
+                ..
+            }
+        )),
+        "the fill itself comes from myTrades: {c:?}"
+    );
+}
+
+#[test]
+fn account_event_not_explained_by_fills_is_counted_and_resynced() {
+    let mut h = H::new(&["BTCUSDT"]);
+    h.start();
+    h.feed(Input::User(UserEvent::AccountPosition(AccountPosition {
+        event_time: 900,
+        last_update: 900,
+        balances: vec![WireBalance {
+            asset: "BTC".into(),
+            free: dec!(1.5),
+            locked: dec!(0),
+        }],
+    })));
+    h.now += 2000;
+    let c = h.feed(Input::Tick);
+    assert_eq!(h.metrics.counter(metrics::RECONCILE_MISMATCHES, &[]), 1);
+    assert!(
+        c.iter().any(|c| matches!(
+            c,
+            Command::Resync {
+                reason: ResyncReason::Mismatch,
+                ..
+            }
+        )),
+        "{c:?}"
+    );
+    // The daemon reports the exchange's value.
+    assert_eq!(h.e.balance("BTC").unwrap().free, dec!(1.5));
+    assert!(
+        h.metrics
+            .render()
+            .contains("mmd_balance{asset=\"BTC\",state=\"free\"} 1.5")
+    );
+}
+
+#[test]
+fn stale_market_cancels_and_fresh_data_resumes() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    for o in &p {
+        h.feed(ack(o, if o.side == Side::Buy { 1 } else { 2 }));
+    }
+    h.now += 10_001;
+    let c = h.feed(Input::Tick);
+    let cancels = c
+        .iter()
+        .filter(|c| matches!(c, Command::Cancel { .. }))
+        .count();
+    assert_eq!(cancels, 2, "{c:?}");
+}
+
+#[test]
+fn shutdown_cancels_everything_confirms_and_exits() {
+    let mut h = H::new(&["BTCUSDT", "ETHUSDT"]);
+    h.start();
+    let c = h.feed(Input::Shutdown);
+    assert_eq!(
+        c.iter()
+            .filter(|c| matches!(c, Command::CancelAll { .. }))
+            .count(),
+        2,
+        "{c:?}"
+    );
+    assert!(
+        places(&h.feed(ticker("BTCUSDT", dec!(1), dec!(2)))).is_empty(),
+        "no quoting while stopping"
+    );
+    for s in ["BTCUSDT", "ETHUSDT"] {
+        let c = h.feed(Input::CanceledAll {
+            symbol: s.into(),
+            result: Ok(vec![]),
+        });
+        assert_eq!(c, vec![Command::CheckOpenOrders { symbol: s.into() }]);
+    }
+    let c = h.feed(Input::OpenOrdersChecked {
+        symbol: "BTCUSDT".into(),
+        result: Ok(vec![]),
+    });
+    assert!(c.is_empty());
+    let c = h.feed(Input::OpenOrdersChecked {
+        symbol: "ETHUSDT".into(),
+        result: Ok(vec![]),
+    });
+    assert_eq!(c, vec![Command::Exit { code: 0 }]);
+    assert!(h.e.is_done());
+}
+
+#[test]
+fn orphans_of_an_earlier_run_are_canceled_at_startup() {
+    let mut h = H::new(&["BTCUSDT"]);
+    h.feed(Input::StreamUp {
+        stream: Stream::User,
+        reason: ConnectReason::Initial,
+    });
+    let orphan = OrderResponse {
+        symbol: "BTCUSDT".into(),
+        order_id: 5,
+        client_order_id: "mmd-BTCUSDT-old01-7".into(),
+        orig_client_order_id: None,
+        transact_time: None,
+        price: Some(dec!(99)),
+        orig_qty: Some(dec!(0.01)),
+        executed_qty: Some(dec!(0)),
+        cummulative_quote_qty: None,
+        status: Some(OrderStatus::New),
+        time_in_force: None,
+        order_type: None,
+        side: Some(Side::Buy),
+        fills: vec![],
+    };
+    let foreign = OrderResponse {
+        client_order_id: "web_123".into(),
+        order_id: 6,
+        ..orphan.clone()
+    };
+    let mut snap = snapshot(vec![]);
+    snap.open_orders = vec![("BTCUSDT".into(), vec![orphan, foreign])];
+    let c = h.feed(Input::Resynced {
+        reason: ResyncReason::Startup,
+        result: Ok(snap),
+    });
+    assert_eq!(
+        c,
+        vec![Command::Cancel {
+            symbol: "BTCUSDT".into(),
+            client_id: "mmd-BTCUSDT-old01-7".into()
+        }]
+    );
+}
+
+#[test]
+fn reload_adds_and_removes_markets() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    for o in &p {
+        h.feed(ack(o, if o.side == Side::Buy { 1 } else { 2 }));
+    }
+    let c = h.feed(Input::Reload(vec![setup("ETHUSDT")]));
+    assert_eq!(
+        c.iter()
+            .filter(|c| matches!(c, Command::Cancel { .. }))
+            .count(),
+        2,
+        "{c:?}"
+    );
+    assert!(
+        c.contains(&Command::SetMarketSymbols(vec![
+            "BTCUSDT".into(),
+            "ETHUSDT".into()
+        ])),
+        "{c:?}"
+    );
+    let eth = places(&h.feed(ticker("ETHUSDT", dec!(2000), dec!(2000.5))));
+    // No ETH to sell yet: only the bid.
+    assert_eq!(eth.len(), 1, "{eth:?}");
+    for o in &p {
+        h.feed(Input::Canceled {
+            client_id: o.client_id.clone(),
+            result: Ok(OrderResponse {
+                status: Some(OrderStatus::Canceled),
+                ..match ack(o, 1) {
+                    Input::Placed { result: Ok(r), .. } => r,
+                    _ => unreachable!(),
+                }
+            }),
+        });
+    }
+    h.feed(Input::Tick);
+    assert_eq!(h.e.symbols(), vec!["ETHUSDT".to_owned()]);
+}
+
+#[test]
+fn a_refused_request_pauses_sending_instead_of_looping() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+    let c = h.feed(Input::Placed {
+        client_id: bid.client_id.clone(),
+        result: Err(RestFailure::NotSent {
+            reason: "throttled".into(),
+            retry_after_ms: 2_000,
+        }),
+    });
+    assert!(places(&c).is_empty(), "re-placed at once: {c:?}");
+    h.now += 1_000;
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+    h.now += 1_500;
+    let c = places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10))));
+    assert!(c.iter().any(|o| o.side == Side::Buy), "{c:?}");
+}
+
+#[test]
+fn after_a_fill_the_next_quote_on_that_side_goes_behind_the_traded_price() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+    h.feed(ack(&bid, 7));
+    let c = h.feed(exec(
+        &bid,
+        7,
+        ExecType::Trade,
+        OrderStatus::Filled,
+        bid.qty,
+        bid.qty,
+        1,
+        2,
+    ));
+    for o in places(&c) {
+        if o.side == Side::Buy {
+            assert!(
+                o.price < bid.price,
+                "new bid {} at or above the price just traded {}",
+                o.price,
+                bid.price
+            );
+        }
+    }
+    // Fills are recorded for the ledger.
+    assert!(c.iter().any(|c| matches!(c, Command::Record(Record::Fill(f)) if f.trade_id == 1 && f.client_order_id == bid.client_id)), "{c:?}");
+}
+
+#[test]
+fn never_quotes_through_our_own_resting_order() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    for o in &p {
+        h.feed(ack(o, if o.side == Side::Buy { 1 } else { 2 }));
+    }
+    let ask = p.iter().find(|o| o.side == Side::Sell).unwrap().clone();
+    // The market jumps far up: the old ask must go before a bid above it is placed.
+    h.now += 100;
+    let c = h.feed(ticker("BTCUSDT", dec!(105.00), dec!(105.10)));
+    assert!(
+        c.contains(&Command::Cancel {
+            symbol: "BTCUSDT".into(),
+            client_id: ask.client_id.clone()
+        }),
+        "{c:?}"
+    );
+    assert!(
+        places(&c)
+            .iter()
+            .all(|o| !(o.side == Side::Buy && o.price >= ask.price)),
+        "{c:?}"
+    );
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        /// executionReport for trade i (duplicates allowed).
+        Stream(usize),
+        /// A reconnect resync whose myTrades holds trades 0..=i.
+        Resync(usize),
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// However the trades of an order arrive (stream, resync after a reconnect, both,
+        /// duplicated, in any order), each is counted once: fills, position and metric agree.
+        #[test]
+        fn every_trade_counts_once_whatever_the_path(
+            parts in prop::collection::vec(1u32..5, 1..6),
+            evs in prop::collection::vec(prop_oneof![
+                (0usize..6).prop_map(Ev::Stream),
+                (0usize..6).prop_map(Ev::Resync),
+            ], 1..25),
+        ) {
+            let mut h = H::new(&["BTCUSDT"]);
+            let p = h.start();
+            let bid = p.iter().find(|o| o.side == Side::Buy).unwrap().clone();
+            h.feed(ack(&bid, 7));
+            let n = parts.len();
+            let qty = |i: usize| Decimal::new(parts[i] as i64, 2);
+            let cum = |i: usize| (0..=i).map(qty).sum::<Decimal>();
+            let mut delivered = std::collections::BTreeSet::new();
+            let mk = |i: usize| MyTrade {
+                symbol: "BTCUSDT".into(), id: 100 + i as i64, order_id: 7, price: bid.price, qty: qty(i),
+                quote_qty: qty(i) * bid.price, commission: Decimal::ZERO, commission_asset: "BTC".into(),
+                time: 700 + i as u64, is_buyer: true, is_maker: true,
+            };
+            for e in &evs {
+                match *e {
+                    Ev::Stream(i) if i < n => {
+                        h.feed(exec(&bid, 7, ExecType::Trade, OrderStatus::PartiallyFilled, qty(i), cum(i), 100 + i as i64, 10 + i as u64));
+                        delivered.insert(i);
+                    }
+                    Ev::Resync(i) if i < n => {
+                        h.feed(Input::StreamDown { stream: Stream::User, reason: "drop".into() });
+                        h.feed(Input::StreamUp { stream: Stream::User, reason: ConnectReason::Error });
+                        h.feed(Input::Resynced { reason: ResyncReason::Reconnect, result: Ok(snapshot((0..=i).map(mk).collect())) });
+                        delivered.extend(0..=i);
+                    }
+                    _ => {}
+                }
+            }
+            let expected: Decimal = delivered.iter().map(|i| qty(*i)).sum();
+            prop_assert_eq!(h.e.fill_count("BTCUSDT"), Some(delivered.len() as u64));
+            prop_assert_eq!(h.e.position("BTCUSDT"), Some(expected));
+            prop_assert_eq!(h.metrics.counter_sum(metrics::FILLS), delivered.len() as u64);
+        }
+    }
+}
+
+#[test]
+fn a_closed_market_takes_its_orders_off_and_pauses() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    let (bid, ask) = (p[0].clone(), p[1].clone());
+    h.feed(ack(&bid, 1));
+    let c = h.feed(Input::Placed {
+        client_id: ask.client_id.clone(),
+        result: Err(RestFailure::Rejected {
+            code: -2010,
+            msg: "Market is closed.".into(),
+        }),
+    });
+    assert!(
+        c.contains(&Command::Cancel {
+            symbol: "BTCUSDT".into(),
+            client_id: bid.client_id.clone()
+        }),
+        "{c:?}"
+    );
+    h.now += 5_000;
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+    assert_eq!(
+        h.metrics.counter(
+            metrics::ORDERS_REJECTED,
+            &[("symbol", "BTCUSDT"), ("code", "-2010")]
+        ),
+        1
+    );
+}
+
+#[test]
+fn adopted_orders_take_levels_and_are_kept_when_still_right() {
+    let metrics = Metrics::new();
+    let mut settings = EngineSettings::new("mmd", "run02");
+    settings.orphan_policy = crate::config::OrphanPolicy::Adopt;
+    let mut e = Engine::new(settings, vec![setup("BTCUSDT")], metrics).unwrap();
+    let now = 1_000_000;
+    e.handle(
+        Input::StreamUp {
+            stream: Stream::User,
+            reason: ConnectReason::Initial,
+        },
+        now,
+    );
+    let old = |cid: &str, id: u64, side: Side, price: Decimal| OrderResponse {
+        symbol: "BTCUSDT".into(),
+        order_id: id,
+        client_order_id: cid.into(),
+        orig_client_order_id: None,
+        transact_time: None,
+        price: Some(price),
+        orig_qty: Some(dec!(0.1)),
+        executed_qty: Some(dec!(0)),
+        cummulative_quote_qty: None,
+        status: Some(OrderStatus::New),
+        time_in_force: None,
+        order_type: None,
+        side: Some(side),
+        fills: vec![],
+    };
+    let mut snap = snapshot(vec![]);
+    snap.open_orders = vec![(
+        "BTCUSDT".into(),
+        vec![
+            old("mmd-BTCUSDT-old-1", 1, Side::Buy, dec!(99.94)),
+            old("mmd-BTCUSDT-old-2", 2, Side::Sell, dec!(100.16)),
+        ],
+    )];
+    let c = e.handle(
+        Input::Resynced {
+            reason: ResyncReason::Startup,
+            result: Ok(snap),
+        },
+        now,
+    );
+    assert!(
+        !c.iter().any(|c| matches!(c, Command::Cancel { .. })),
+        "{c:?}"
+    );
+    assert_eq!(e.orders().get("mmd-BTCUSDT-old-1").unwrap().level, 0);
+    // The market is where those quotes belong: they are kept, nothing new is placed.
+    let c = e.handle(ticker("BTCUSDT", dec!(100.00), dec!(100.10)), now);
+    assert!(
+        places(&c).is_empty() && !c.iter().any(|c| matches!(c, Command::Cancel { .. })),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn a_symbol_not_trading_is_halted_until_it_trades_again() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let p = h.start();
+    for o in &p {
+        h.feed(ack(o, if o.side == Side::Buy { 1 } else { 2 }));
+    }
+    let c = h.feed(Input::SymbolStatus(vec![(
+        "BTCUSDT".into(),
+        "BREAK".into(),
+    )]));
+    assert_eq!(
+        c.iter()
+            .filter(|c| matches!(c, Command::Cancel { .. }))
+            .count(),
+        2,
+        "{c:?}"
+    );
+    for o in &p {
+        h.feed(Input::Canceled {
+            client_id: o.client_id.clone(),
+            result: Ok(match ack(o, 1) {
+                Input::Placed {
+                    result: Ok(mut r), ..
+                } => {
+                    r.status = Some(OrderStatus::Canceled);
+                    r
+                }
+                _ => unreachable!(),
+            }),
+        });
+    }
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+    h.feed(Input::SymbolStatus(vec![(
+        "BTCUSDT".into(),
+        "TRADING".into(),
+    )]));
+    assert_eq!(
+        places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).len(),
+        2
+    );
+}
