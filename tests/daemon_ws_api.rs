@@ -24,6 +24,36 @@ async fn ws_api_user_stream_and_book_ticker_quote_fill_and_reconcile() {
         || async { d.metric("mmd_fills_total", None).await >= 3.0 },
     )
     .await;
+    // Zero-gap rotation before the server's cutoff (5 s vs 6 s) on both connections,
+    // as on the listen-key path: planned, never an error reconnect.
+    d.wait_for(
+        "planned rotations of the ws-api user and bookTicker connections",
+        Duration::from_secs(20),
+        || async {
+            d.metric(
+                "mmd_ws_connects_total",
+                Some("stream=\"user\",reason=\"planned\""),
+            )
+            .await
+                >= 1.0
+                && d.metric(
+                    "mmd_ws_connects_total",
+                    Some("stream=\"market\",reason=\"planned\""),
+                )
+                .await
+                    >= 1.0
+        },
+    )
+    .await;
+    for stream in ["user", "market"] {
+        let label = format!("stream=\"{stream}\",reason=\"error\"");
+        assert_eq!(
+            d.metric("mmd_ws_connects_total", Some(&label)).await,
+            0.0,
+            "{stream}"
+        );
+    }
+    d.assert_agrees_with_exchange(&["USDT", "BTC", "ETH"]).await;
     // A user connection dropped: reconnect, resync, nothing lost.
     d.sim
         .faults()
