@@ -269,6 +269,9 @@ struct RawExchange {
     #[serde(default, deserialize_with = "de_opt_duration")]
     request_timeout: Option<Duration>,
     client_order_prefix: Option<String>,
+    /// Fraction of the account's rate limits this process may use ("0.5"), for shards
+    /// sharing one account.
+    rate_limit_share: Option<rust_decimal::Decimal>,
 }
 
 fn default_user_stream() -> UserStreamTransport {
@@ -431,6 +434,8 @@ pub struct ExchangeConfig {
     pub recv_window: Duration,
     pub request_timeout: Duration,
     pub client_order_prefix: String,
+    /// This process's fraction of the account's rate limits (1 unless sharded).
+    pub rate_limit_share: rust_decimal::Decimal,
 }
 
 /// The validated daemon configuration (market files included).
@@ -589,6 +594,18 @@ impl Config {
             ));
         }
 
+        let rate_limit_share = ex.rate_limit_share.unwrap_or(rust_decimal::Decimal::ONE);
+        if rate_limit_share <= rust_decimal::Decimal::ZERO
+            || rate_limit_share > rust_decimal::Decimal::ONE
+        {
+            return Err(err(
+                "exchange.rate_limit_share",
+                format!(
+                    "must be above 0 and at most 1 (a fraction of the account's limits), not {rate_limit_share}"
+                ),
+            ));
+        }
+
         let s = &raw.streams;
         let positive = |d: Duration, key: &str| {
             if d.is_zero() {
@@ -662,6 +679,7 @@ impl Config {
                 recv_window,
                 request_timeout,
                 client_order_prefix: prefix,
+                rate_limit_share,
             },
             streams: raw.streams,
             markets_dir,
@@ -1313,6 +1331,33 @@ max_base_position = "0.05"
         assert_eq!(
             f.load().unwrap_err().key.as_deref(),
             Some("exchange.client_order_prefix")
+        );
+    }
+
+    #[test]
+    fn rate_limit_share_is_a_fraction_of_the_account() {
+        let with = |share: &str| {
+            Fixture::new(&format!(
+                "[exchange]\nvenue = \"sim\"\nrate_limit_share = {share}\n[markets]\ndir = \"markets\"\n"
+            ))
+        };
+        let ok = with("\"0.5\"").load().unwrap();
+        assert_eq!(
+            ok.exchange.rate_limit_share,
+            rust_decimal::Decimal::new(5, 1)
+        );
+        for bad in ["\"1.5\"", "\"0\"", "\"-0.2\""] {
+            let e = with(bad).load().unwrap_err();
+            assert_eq!(
+                e.key.as_deref(),
+                Some("exchange.rate_limit_share"),
+                "{bad}: {e}"
+            );
+        }
+        let default = Fixture::new("[exchange]\nvenue = \"sim\"\n[markets]\ndir = \"markets\"\n");
+        assert_eq!(
+            default.load().unwrap().exchange.rate_limit_share,
+            rust_decimal::Decimal::ONE
         );
     }
 }

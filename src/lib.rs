@@ -7,5 +7,6 @@ pub mod engine;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
+pub mod record;
 pub mod report;
 pub mod sim;

@@ -28,6 +28,10 @@ enum Command {
     Sim(mmd::sim::cli::SimArgs),
     /// PnL, fees, volume and inventory per market, from the ledger.
     Report(mmd::report::ReportArgs),
+    /// The configured strategies against the simulator's matching engine, no sockets.
+    Backtest(mmd::backtest::BacktestArgs),
+    /// Write the configured symbols' market stream as JSON lines (for replay and backtests).
+    Record(mmd::record::RecordArgs),
     /// Probe a running daemon's /health (for container health checks): exit 0 when healthy.
     Health {
         #[arg(long, default_value = "http://127.0.0.1:9898/health")]
@@ -49,6 +53,36 @@ fn main() -> ExitCode {
             }
         },
         Command::Health { url } => health(&url),
+        Command::Backtest(args) => match mmd::backtest::cli(&args) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Record(args) => {
+            mmd::logging::init(mmd::config::LogFormat::Pretty, "info");
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(mmd::record::run(args)) {
+                Ok(n) => {
+                    eprintln!("{n} events recorded");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Run { config } => run(&config),
         Command::Bench(args) => bench(args),
         Command::Sim(args) => {

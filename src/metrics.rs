@@ -23,6 +23,7 @@ pub const KEEPALIVES: &str = "mmd_listen_key_keepalives_total";
 pub const LISTEN_KEYS_CREATED: &str = "mmd_listen_key_created_total";
 pub const RECONCILE_MISMATCHES: &str = "mmd_reconcile_mismatches_total";
 pub const RESYNCS: &str = "mmd_resyncs_total";
+pub const DUPLICATES_DROPPED: &str = "mmd_ws_duplicates_dropped_total";
 pub const TICK_TO_ORDER: &str = "mmd_tick_to_order_seconds";
 
 const DESCRIPTIONS: &[(&str, &str, &str)] = &[
@@ -72,6 +73,11 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         RECONCILE_MISMATCHES,
         "counter",
         "Account events whose balances our fills did not explain.",
+    ),
+    (
+        DUPLICATES_DROPPED,
+        "counter",
+        "User events received again (duplicates, rotation overlap) and dropped, by stream.",
     ),
     (
         RESYNCS,

@@ -646,3 +646,35 @@ async fn ws_api_ed25519_logs_on_then_subscribes() {
     h.shutdown().await;
     let _ = SymbolSet::default();
 }
+
+#[tokio::test]
+async fn listen_key_expired_while_disconnected_is_renewed_not_retried_blindly() {
+    let (hub, addr) = start(Duration::from_secs(60)).await;
+    let (tx, mut rx) = mpsc::channel(100_000);
+    let h = spawn_user_stream(
+        settings(&addr, Duration::from_secs(60)),
+        rest(&addr, Signer::Hmac(HmacSigner::new(SECRET))),
+        tx,
+    );
+    let evs = collect(&mut rx, Duration::from_millis(300)).await;
+    assert_eq!(
+        connects(&evs, StreamKind::User),
+        vec![ConnectReason::Initial]
+    );
+    // The key dies with the connection: reconnecting to it is refused (400).
+    *hub.key.lock() = "key-after-outage".into();
+    hub.control.send(Control::Close(0)).unwrap();
+    let evs = collect(&mut rx, Duration::from_millis(800)).await;
+    assert_eq!(disconnects(&evs).len(), 1, "{evs:?}");
+    assert!(
+        evs.contains(&StreamEvent::ListenKeyCreated { changed: true }),
+        "{evs:?}"
+    );
+    assert_eq!(
+        connects(&evs, StreamKind::User),
+        vec![ConnectReason::Expired]
+    );
+    assert!(hub.paths.lock().iter().any(|p| p == "/ws/key-after-outage"));
+    assert!(!ticks(&evs).is_empty());
+    h.shutdown().await;
+}

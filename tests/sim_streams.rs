@@ -453,3 +453,22 @@ async fn user_events_delayed_and_reordered() {
     );
     sim.shutdown().await;
 }
+
+/// Events emitted right after the handshake (no pause) reach the new connection: a
+/// client switching connections must not fall into a gap.
+#[tokio::test]
+async fn user_connection_receives_events_from_the_moment_it_is_open() {
+    let sim = start(test_config()).await;
+    let c = Client::new(&sim.rest_url());
+    let key = c.new_listen_key().await;
+    for i in 0..20 {
+        let mut ws = connect(&format!("{}/ws/{key}", sim.stream_url())).await;
+        sim.deposit(KEY, "ETH", dec!(1));
+        let ev = wait_event(&mut ws, "balanceUpdate", Duration::from_secs(2)).await;
+        assert!(
+            ev.is_some(),
+            "attempt {i}: event lost right after the handshake"
+        );
+    }
+    sim.shutdown().await;
+}

@@ -60,7 +60,10 @@ struct Window {
     len_ms: u64,
     limit: u64,
     start_ms: u64,
+    /// Usage of the whole account/IP: our estimate, raised to what the server reports.
     used: u64,
+    /// Our own requests only: what `rate_limit_share` caps when shards share an account.
+    own: u64,
 }
 
 impl Window {
@@ -70,6 +73,7 @@ impl Window {
             limit,
             start_ms: 0,
             used: 0,
+            own: 0,
         }
     }
 
@@ -78,6 +82,7 @@ impl Window {
         if start != self.start_ms {
             self.start_ms = start;
             self.used = 0;
+            self.own = 0;
         }
     }
 
@@ -104,6 +109,8 @@ pub struct RateLimiter {
     paused_until_ms: u64,
     banned_until_ms: u64,
     throttled_total: u64,
+    /// This process's share of every limit, in thousandths (1000 = all of it).
+    share_permille: u64,
 }
 
 impl Default for RateLimiter {
@@ -117,6 +124,7 @@ impl Default for RateLimiter {
             paused_until_ms: 0,
             banned_until_ms: 0,
             throttled_total: 0,
+            share_permille: 1000,
         }
     }
 }
@@ -150,6 +158,22 @@ impl RateLimiter {
         }
     }
 
+    /// Shards sharing one account each take a fraction of its limits: the server's
+    /// usage headers count every shard, so the account-wide budget still applies to
+    /// them, and this process's own requests are held to `share` of it.
+    pub fn set_share(&mut self, share: rust_decimal::Decimal) {
+        use rust_decimal::prelude::ToPrimitive;
+        let permille = (share * rust_decimal::Decimal::from(1000))
+            .floor()
+            .to_u64()
+            .unwrap_or(1000);
+        self.share_permille = permille.clamp(1, 1000);
+    }
+
+    fn own_budget(&self, limit: u64, class: RequestClass) -> u64 {
+        Self::budget(limit, class) * self.share_permille / 1000
+    }
+
     fn budget(limit: u64, class: RequestClass) -> u64 {
         match class {
             RequestClass::Normal => limit * NORMAL_SHARE_PERCENT / 100,
@@ -173,7 +197,9 @@ impl RateLimiter {
         self.orders_10s.roll(now_ms);
         self.orders_1d.roll(now_ms);
         let w = u64::from(cost.weight);
-        if self.weight.used + w > Self::budget(self.weight.limit, cost.class) {
+        if self.weight.used + w > Self::budget(self.weight.limit, cost.class)
+            || self.weight.own + w > self.own_budget(self.weight.limit, cost.class)
+        {
             self.throttled_total += 1;
             return Err(Refusal::Throttled {
                 wait: self.weight.wait(now_ms),
@@ -181,7 +207,9 @@ impl RateLimiter {
         }
         if cost.order {
             for win in [&self.orders_10s, &self.orders_1d] {
-                if win.used + 1 > Self::budget(win.limit, cost.class) {
+                if win.used + 1 > Self::budget(win.limit, cost.class)
+                    || win.own + 1 > self.own_budget(win.limit, cost.class)
+                {
                     self.throttled_total += 1;
                     return Err(Refusal::Throttled {
                         wait: win.wait(now_ms),
@@ -190,8 +218,11 @@ impl RateLimiter {
             }
             self.orders_10s.used += 1;
             self.orders_1d.used += 1;
+            self.orders_10s.own += 1;
+            self.orders_1d.own += 1;
         }
         self.weight.used += w;
+        self.weight.own += w;
         Ok(())
     }
 
@@ -311,6 +342,32 @@ mod tests {
         // The next minute starts fresh.
         l.try_acquire(NORMAL, 180_000).unwrap();
         assert_eq!(l.status(180_000).used_weight_1m, 10);
+    }
+
+    #[test]
+    fn a_shard_keeps_to_its_share_while_the_headers_count_the_whole_account() {
+        let mut l = limiter(1000, 100);
+        l.set_share(rust_decimal::Decimal::new(5, 1)); // 0.5
+        let t = 60_000 + 1_000;
+        // Our half of the 90% order budget: 45 orders in 10 s.
+        for _ in 0..45 {
+            l.try_acquire(ORDER, t).unwrap();
+        }
+        assert!(matches!(
+            l.try_acquire(ORDER, t),
+            Err(Refusal::Throttled { .. })
+        ));
+        // Another shard on the same account has used most of the rest: the server's
+        // count stops us even below our own share.
+        let mut l = limiter(1000, 100);
+        l.set_share(rust_decimal::Decimal::new(5, 1));
+        l.observe_headers(t, None, Some(88), None);
+        l.try_acquire(ORDER, t).unwrap();
+        l.try_acquire(ORDER, t).unwrap();
+        assert!(matches!(
+            l.try_acquire(ORDER, t),
+            Err(Refusal::Throttled { .. })
+        ));
     }
 
     #[test]

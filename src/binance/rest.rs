@@ -313,6 +313,11 @@ impl RestClient {
             .apply_exchange_limits(&info.rate_limits);
     }
 
+    /// This process's fraction of the account's rate limits (shards sharing one account).
+    pub fn set_rate_limit_share(&self, share: rust_decimal::Decimal) {
+        self.inner.limiter.lock().set_share(share);
+    }
+
     pub fn api_key(&self) -> Option<&str> {
         self.inner.api_key.as_deref()
     }

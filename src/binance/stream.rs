@@ -91,6 +91,11 @@ pub enum StreamEvent {
     ListenKeyCreated {
         changed: bool,
     },
+    /// A user event already delivered (sent twice, or seen on both connections of a
+    /// rotation), dropped: counted so a duplicating exchange shows in the metrics.
+    Duplicate {
+        stream: StreamKind,
+    },
     /// A malformed frame, skipped.
     DecodeError {
         stream: StreamKind,
@@ -497,7 +502,13 @@ async fn handle_text(
                     _ => {}
                 }
                 if !dedup.lock().first_seen(key) {
-                    return true;
+                    return forward(
+                        spec,
+                        StreamEvent::Duplicate {
+                            stream: StreamKind::User,
+                        },
+                    )
+                    .await;
                 }
                 forward(spec, StreamEvent::User { event, received }).await
             }

@@ -217,7 +217,12 @@ impl UserSupervisor {
                         }
                     }
                 }
-                if self.slots.current().is_none() && self.slots.pending().is_none() {
+                // Nothing live: connect to a new key at once; with the same key keep
+                // the backoff already scheduled (never a tight reconnect loop).
+                if self.slots.current().is_none()
+                    && self.slots.pending().is_none()
+                    && (changed || self.reconnect_at.is_none())
+                {
                     self.reconnect_at = Some(Instant::now());
                 }
             }
@@ -386,10 +391,20 @@ impl UserSupervisor {
                 if why != CLOSED_BY_US {
                     tracing::warn!(stream = "user", conn = id, reason = %why, "connection ended");
                 }
+                let failed_to_reconnect =
+                    self.slots.pending() == Some(id) && self.slots.current().is_none();
                 let actions = self.slots.on_closed(id, &why);
                 self.conns.remove(&id);
                 self.retire.retain(|(_, r)| *r != id);
                 self.apply(actions).await;
+                // The key may have expired while we were away (the socket is then
+                // refused); POST returns it extended, or a new one to connect to.
+                if failed_to_reconnect
+                    && matches!(self.transport, Transport::ListenKey { key: Some(_) })
+                    && self.renew_at.is_none()
+                {
+                    self.renew_key().await;
+                }
             }
             ConnNews::ServerShutdown(id) => {
                 if self.slots.current() == Some(id) && self.slots.pending().is_none() {

@@ -135,6 +135,10 @@ pub struct Engine {
     /// The startup resync is done: quoting may begin.
     synced: bool,
     resync_in_flight: Option<(ResyncReason, u64)>,
+    /// Placements sent whose answer has not come back (client id → symbol): at shutdown
+    /// such an order may reach the book after the cancel-all, so a market is not done
+    /// until they are answered.
+    placing: BTreeMap<String, String>,
     resync_wanted: Option<ResyncReason>,
     resync_not_before_ms: u64,
     last_resync_ms: u64,
@@ -189,6 +193,7 @@ impl Engine {
             market_live: false,
             synced: false,
             resync_in_flight: None,
+            placing: BTreeMap::new(),
             resync_wanted: None,
             resync_not_before_ms: 0,
             last_resync_ms: 0,
@@ -614,6 +619,7 @@ impl Engine {
             self.now_ms,
         );
         self.orders.insert(order);
+        self.placing.insert(client_id.clone(), symbol.to_owned());
         self.record_order(&client_id, "placed");
         self.metrics.inc(
             metrics::ORDERS_PLACED,
@@ -1041,6 +1047,12 @@ impl Engine {
     // ------------------------------------------------------------ REST results
 
     fn on_placed(&mut self, cid: &str, result: Result<OrderResponse, RestFailure>) {
+        if let Some(symbol) = self.placing.remove(cid)
+            && matches!(&self.phase, Phase::Stopping { pending, .. } if pending.contains(&symbol))
+        {
+            // Answered after the stop began: the order may rest now; cancel-all again.
+            self.out.push(Command::CancelAll { symbol });
+        }
         let now = self.now_ms;
         let Some(o) = self.orders.get(cid) else {
             return;
@@ -1125,7 +1137,12 @@ impl Engine {
             }
             Err(e) => {
                 // -2011 may mean "already filled" or "not yet arrived": only a query can tell.
-                debug!(event = "cancel_inconclusive", symbol = %symbol, client_order_id = %cid, reason = %e);
+                // A 5xx or a timeout is rarer and worth an operator's eye.
+                if matches!(e, RestFailure::OutcomeUnknown(_)) {
+                    warn!(event = "cancel_unknown", symbol = %symbol, client_order_id = %cid, reason = %e, "cancel outcome unknown: will query");
+                } else {
+                    debug!(event = "cancel_inconclusive", symbol = %symbol, client_order_id = %cid, reason = %e);
+                }
                 o.apply(Trigger::CancelInconclusive, Source::Rest, None, now);
                 if !o.state.is_terminal() {
                     o.query_due = true;
@@ -1639,7 +1656,11 @@ impl Engine {
                     .iter()
                     .filter(|o| ClientIdGen::is_ours(&prefix, &o.client_order_id))
                     .collect();
-                if ours.is_empty() {
+                if ours.is_empty() && self.placing.values().any(|s| s == symbol) {
+                    // A placement still on its way could land after this check: wait
+                    // for its answer (on_placed cancels again).
+                    debug!(event = "stop_waits_for_placement", symbol);
+                } else if ours.is_empty() {
                     pending.remove(symbol);
                     info!(
                         event = "stopped_market",
@@ -1741,6 +1762,10 @@ impl Engine {
                             .entry(symbol.clone())
                             .or_insert(self.now_ms);
                         info!(event = "market_added", symbol = %symbol, "market added");
+                        // Its trades from now on are ours even before its history is seeded.
+                        self.history_start_ms
+                            .entry(symbol.clone())
+                            .or_insert(self.now_ms);
                         self.out.push(Command::Record(Record::Market {
                             symbol: symbol.clone(),
                             base_asset: setup.base_asset,

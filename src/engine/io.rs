@@ -8,42 +8,8 @@ use rust_decimal::Decimal;
 use crate::binance::types::{Account, MarketEvent, MyTrade, OrderResponse, Side, UserEvent};
 use crate::config::MarketConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stream {
-    Market,
-    User,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Market => "market",
-            Stream::User => "user",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectReason {
-    Initial,
-    /// Zero-gap rotation before the 24 h cutoff (or after `serverShutdown`).
-    Planned,
-    /// After an unplanned drop.
-    Error,
-    /// After the listen key expired.
-    Expired,
-}
-
-impl ConnectReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectReason::Initial => "initial",
-            ConnectReason::Planned => "planned",
-            ConnectReason::Error => "error",
-            ConnectReason::Expired => "expired",
-        }
-    }
-}
+// The stream layer's own names: the engine labels metrics and logs with them as they are.
+pub use crate::binance::stream::{ConnectReason, StreamKind as Stream};
 
 /// A REST failure, classified by what it means for the order it concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]

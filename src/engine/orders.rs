@@ -139,7 +139,11 @@ pub fn transition(from: OrderState, trigger: Trigger) -> Option<OrderState> {
         (S::New, T::Rejected) => S::Rejected,
         (S::New, T::Expired) => S::Expired,
         (S::New, T::CancelSent) => S::PendingCancel,
-        (S::New, T::PlaceOutcomeUnknown | T::CancelInconclusive | T::NotFound) => return None,
+        (S::New, T::PlaceOutcomeUnknown | T::CancelInconclusive) => return None,
+        // The exchange acknowledged it but now, asked twice, does not know it (it
+        // restarted and forgot its book): it cannot rest there. Left New, the market
+        // would never be quoted again. Its fills, if any, come by trade id anyway.
+        (S::New, T::NotFound) => S::Expired,
 
         // A NEW after a partial fill is stale.
         (S::PartiallyFilled, T::Accepted | T::PartiallyFilled) => return None,
@@ -148,9 +152,8 @@ pub fn transition(from: OrderState, trigger: Trigger) -> Option<OrderState> {
         (S::PartiallyFilled, T::Rejected) => return None,
         (S::PartiallyFilled, T::Expired) => S::Expired,
         (S::PartiallyFilled, T::CancelSent) => S::PendingCancel,
-        (S::PartiallyFilled, T::PlaceOutcomeUnknown | T::CancelInconclusive | T::NotFound) => {
-            return None;
-        }
+        (S::PartiallyFilled, T::PlaceOutcomeUnknown | T::CancelInconclusive) => return None,
+        (S::PartiallyFilled, T::NotFound) => S::Expired,
 
         // While a cancel is in flight, fills may still happen; only a final status ends it.
         (S::PendingCancel, T::Accepted | T::PartiallyFilled) => return None,
@@ -585,6 +588,20 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledged_order_the_exchange_forgot_is_no_longer_open() {
+        for cum in [None, Some(Decimal::new(4, 1))] {
+            let mut o = order();
+            o.apply(T::Accepted, Source::Stream, Some(Decimal::ZERO), 1);
+            if cum.is_some() {
+                o.apply(T::PartiallyFilled, Source::Stream, cum, 2);
+            }
+            o.apply(T::NotFound, Source::Rest, None, 3);
+            assert_eq!(o.state, S::Expired);
+            assert!(!o.state.may_be_open());
+        }
+    }
+
+    #[test]
     fn cancel_unknown_order_waits_for_the_query() {
         let mut o = order();
         o.apply(T::Accepted, Source::Stream, None, 1);
@@ -593,6 +610,15 @@ mod tests {
         assert_eq!(o.state, S::PendingCancel, "-2011 proves nothing by itself");
         o.apply(T::Filled, Source::Rest, Some(Decimal::ONE), 4);
         assert_eq!(o.state, S::Filled, "the query found it filled");
+    }
+
+    #[test]
+    fn an_order_the_exchange_forgot_is_gone() {
+        let mut o = order();
+        o.apply(T::Accepted, Source::Rest, None, 1);
+        o.apply(T::NotFound, Source::Rest, None, 2);
+        assert_eq!(o.state, S::Expired);
+        assert!(o.final_by_rest);
     }
 
     #[test]

@@ -13,16 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::core::{Engine, EngineSettings};
-use super::io::{
-    Command, ConnectReason, Input, MarketSetup, PlaceOrder, Record, RestFailure, Snapshot, Stream,
-};
+use super::io::{Command, Input, MarketSetup, PlaceOrder, Record, RestFailure, Snapshot};
 use super::orders::ClientIdGen;
 use crate::binance::market::{MarketMode, MarketStreamHandle, spawn_market_stream};
 use crate::binance::rest::{
     NewOrder, OrderRef, OrderType, RespType, RestClient, RestError, RestSettings, TimeInForce,
 };
 use crate::binance::sign::{Ed25519Signer, HmacSigner, Signer};
-use crate::binance::stream::{self, StreamEvent, StreamKind, StreamSettings};
+use crate::binance::stream::{StreamEvent, StreamSettings};
 use crate::binance::types::{CanceledOpenOrder, ExchangeInfo, SymbolFilter};
 use crate::binance::user_stream::{UserStreamHandle, spawn_user_stream};
 use crate::config::{
@@ -163,13 +161,13 @@ fn failure(e: &RestError) -> RestFailure {
 
 /// Everything the daemon runs on: the exchange addresses and credentials (after the
 /// embedded simulator, if any, has started).
-struct Venue_ {
-    rest_url: String,
-    stream_url: String,
-    ws_api_url: Option<String>,
+pub(crate) struct Venue_ {
+    pub(crate) rest_url: String,
+    pub(crate) stream_url: String,
+    pub(crate) ws_api_url: Option<String>,
     api_key: String,
     signer: Signer,
-    sim: Option<crate::sim::SimHandle>,
+    pub(crate) sim: Option<crate::sim::SimHandle>,
 }
 
 fn make_signer(secret: &str) -> anyhow::Result<Signer> {
@@ -192,7 +190,7 @@ fn random_token(n: usize) -> String {
         .collect()
 }
 
-async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
+pub(crate) async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
     match cfg.exchange.venue {
         Venue::Binance => {
             let creds = cfg
@@ -334,6 +332,7 @@ pub async fn run(
         .await
         .context("GET /api/v3/exchangeInfo")?;
     rest.apply_rate_limits(&info);
+    rest.set_rate_limit_share(cfg.exchange.rate_limit_share);
     let setups = market_setups(&info, &cfg.markets).map_err(FatalConfig)?;
 
     let stop_token = CancellationToken::new();
@@ -382,20 +381,8 @@ pub async fn run(
     engine.seed_history_starts(history_starts);
     let ledger = LedgerWriter::start(ledger, now_ms());
 
-    let stream_settings = StreamSettings {
-        stream_url: venue.stream_url.clone(),
-        ws_api_url: venue.ws_api_url.clone(),
-        max_connection_age: cfg.streams.max_connection_age,
-        reconnect_min_backoff: cfg.streams.reconnect_min_backoff,
-        reconnect_max_backoff: cfg.streams.reconnect_max_backoff,
-        idle_timeout: cfg.streams.idle_timeout,
-        keepalive_interval: cfg.streams.keepalive_interval,
-    };
-    let mode = match cfg.streams.market {
-        MarketStreamKind::TickerArr => MarketMode::TickerArr,
-        MarketStreamKind::BookTicker => MarketMode::BookTicker,
-        MarketStreamKind::Ticker => MarketMode::Ticker,
-    };
+    let stream_settings = stream_settings(&cfg, &venue);
+    let mode = market_mode(cfg.streams.market);
     let (stream_tx, mut stream_rx) = mpsc::channel::<StreamEvent>(8192);
     let (input_tx, mut input_rx) = mpsc::unbounded_channel::<Input>();
     let user: UserStreamHandle =
@@ -474,16 +461,16 @@ pub async fn run(
             Event::Stream(s) => match s {
                 StreamEvent::Market { event, received } => Input::Market { event, received },
                 StreamEvent::User { event, .. } => Input::User(event),
-                StreamEvent::Connected { stream, reason } => Input::StreamUp {
-                    stream: map_stream(stream),
-                    reason: map_reason(reason),
-                },
-                StreamEvent::Disconnected { stream, reason } => Input::StreamDown {
-                    stream: map_stream(stream),
-                    reason,
-                },
+                StreamEvent::Connected { stream, reason } => Input::StreamUp { stream, reason },
+                StreamEvent::Disconnected { stream, reason } => {
+                    Input::StreamDown { stream, reason }
+                }
                 StreamEvent::Keepalive { ok, error } => Input::Keepalive { ok, error },
                 StreamEvent::ListenKeyCreated { changed } => Input::ListenKeyCreated { changed },
+                StreamEvent::Duplicate { stream } => {
+                    metrics.inc(metrics::DUPLICATES_DROPPED, &[("stream", stream.as_str())]);
+                    continue;
+                }
                 StreamEvent::DecodeError { stream, error } => {
                     warn!(event = "decode_error", stream = stream.as_str(), error = %error, "malformed frame skipped");
                     continue;
@@ -542,22 +529,6 @@ pub async fn run(
     }
     info!(event = "exit", code = exit_code, "mmd stopped");
     Ok(exit_code)
-}
-
-fn map_stream(s: StreamKind) -> Stream {
-    match s {
-        StreamKind::Market => Stream::Market,
-        StreamKind::User => Stream::User,
-    }
-}
-
-fn map_reason(r: stream::ConnectReason) -> ConnectReason {
-    match r {
-        stream::ConnectReason::Initial => ConnectReason::Initial,
-        stream::ConnectReason::Planned => ConnectReason::Planned,
-        stream::ConnectReason::Error => ConnectReason::Error,
-        stream::ConnectReason::Expired => ConnectReason::Expired,
-    }
 }
 
 /// SIGHUP: re-read the market files and look them up at the exchange; an invalid file is
@@ -833,4 +804,25 @@ pub fn spawn_signal_forwarder(tx: mpsc::UnboundedSender<Control>) -> anyhow::Res
         }
     });
     Ok(())
+}
+
+/// The stream tasks' settings for `cfg` on an opened venue.
+pub(crate) fn stream_settings(cfg: &Config, venue: &Venue_) -> StreamSettings {
+    StreamSettings {
+        stream_url: venue.stream_url.clone(),
+        ws_api_url: venue.ws_api_url.clone(),
+        max_connection_age: cfg.streams.max_connection_age,
+        reconnect_min_backoff: cfg.streams.reconnect_min_backoff,
+        reconnect_max_backoff: cfg.streams.reconnect_max_backoff,
+        idle_timeout: cfg.streams.idle_timeout,
+        keepalive_interval: cfg.streams.keepalive_interval,
+    }
+}
+
+pub(crate) fn market_mode(kind: MarketStreamKind) -> MarketMode {
+    match kind {
+        MarketStreamKind::TickerArr => MarketMode::TickerArr,
+        MarketStreamKind::BookTicker => MarketMode::BookTicker,
+        MarketStreamKind::Ticker => MarketMode::Ticker,
+    }
 }

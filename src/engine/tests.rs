@@ -547,7 +547,9 @@ fn stale_market_cancels_and_fresh_data_resumes() {
 #[test]
 fn shutdown_cancels_everything_confirms_and_exits() {
     let mut h = H::new(&["BTCUSDT", "ETHUSDT"]);
-    h.start();
+    for (i, p) in h.start().iter().enumerate() {
+        h.feed(ack(p, i as u64 + 1));
+    }
     let c = h.feed(Input::Shutdown);
     assert_eq!(
         c.iter()
@@ -578,6 +580,43 @@ fn shutdown_cancels_everything_confirms_and_exits() {
     });
     assert_eq!(c, vec![Command::Exit { code: 0 }]);
     assert!(h.e.is_done());
+}
+
+#[test]
+fn a_placement_answered_after_the_stop_check_is_canceled_before_exit() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let quotes = h.start();
+    assert!(!quotes.is_empty());
+    h.feed(Input::Shutdown);
+    h.feed(Input::CanceledAll {
+        symbol: "BTCUSDT".into(),
+        result: Ok(vec![]),
+    });
+    // The exchange has not seen the placements yet: an empty openOrders proves nothing.
+    let c = h.feed(Input::OpenOrdersChecked {
+        symbol: "BTCUSDT".into(),
+        result: Ok(vec![]),
+    });
+    assert!(c.is_empty(), "{c:?}");
+    assert!(!h.e.is_done());
+    let mut cancel_all = 0;
+    for (i, p) in quotes.iter().enumerate() {
+        let c = h.feed(ack(p, i as u64 + 1));
+        cancel_all += c
+            .iter()
+            .filter(|c| matches!(c, Command::CancelAll { .. }))
+            .count();
+    }
+    assert_eq!(cancel_all, quotes.len(), "each late answer cancels again");
+    h.feed(Input::CanceledAll {
+        symbol: "BTCUSDT".into(),
+        result: Ok(vec![]),
+    });
+    let c = h.feed(Input::OpenOrdersChecked {
+        symbol: "BTCUSDT".into(),
+        result: Ok(vec![]),
+    });
+    assert_eq!(c, vec![Command::Exit { code: 0 }]);
 }
 
 #[test]

@@ -242,7 +242,8 @@ pub fn check_timestamp(
             "Timestamp for this request was 1000ms ahead of the server's time.",
         ));
     }
-    if (now_ms - ts) as f64 > window {
+    // Up to 1 s ahead is accepted (above), so the age can be "negative": saturate.
+    if now_ms.saturating_sub(ts) as f64 > window {
         return Err(ApiError::bad(
             -1021,
             "Timestamp for this request is outside of the recvWindow.",
@@ -303,6 +304,8 @@ mod tests {
     #[test]
     fn timestamp_window() {
         assert!(check_timestamp(Some("10000"), None, 12000, 5000, 60000).is_ok());
+        // A client clock slightly ahead (up to 1 s) is accepted, as Binance does.
+        assert!(check_timestamp(Some("12500"), None, 12000, 5000, 60000).is_ok());
         assert_eq!(
             check_timestamp(Some("1000"), None, 12000, 5000, 60000)
                 .unwrap_err()

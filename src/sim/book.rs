@@ -91,6 +91,25 @@ impl Book {
         self.asks.iter().next().map(|(p, l)| (*p, l.total))
     }
 
+    /// The best `limit` price levels of one side (price ticks, total quantity), best first.
+    pub fn levels(&self, side: Side, limit: usize) -> Vec<(i64, Decimal)> {
+        match side {
+            Side::Buy => self
+                .bids
+                .iter()
+                .rev()
+                .take(limit)
+                .map(|(p, l)| (*p, l.total))
+                .collect(),
+            Side::Sell => self
+                .asks
+                .iter()
+                .take(limit)
+                .map(|(p, l)| (*p, l.total))
+                .collect(),
+        }
+    }
+
     /// True if a `side` order limited at `price` would trade on arrival.
     pub fn would_cross(&self, side: Side, price: i64) -> bool {
         match side {

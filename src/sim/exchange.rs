@@ -1877,6 +1877,59 @@ impl Exchange {
         out
     }
 
+    /// GET /api/v3/depth: the order book, `limit` levels a side.
+    pub fn depth_json(&self, symbol: &str, limit: usize) -> Result<String, ApiError> {
+        let sym = self
+            .symbol_of(symbol)
+            .ok_or_else(ApiError::invalid_symbol)?;
+        let s = &self.symbols[sym as usize];
+        let side = |side| -> Vec<[String; 2]> {
+            s.book
+                .levels(side, limit)
+                .into_iter()
+                .map(|(p, q)| [fmt8(s.price(p)), fmt8(q)])
+                .collect()
+        };
+        Ok(serde_json::json!({
+            "lastUpdateId": s.book_update_id,
+            "bids": side(Side::Buy),
+            "asks": side(Side::Sell),
+        })
+        .to_string())
+    }
+
+    /// GET /api/v3/ticker/bookTicker and /api/v3/ticker/price: one object for a symbol,
+    /// an array of every symbol without one.
+    pub fn ticker_json(&self, symbol: Option<&str>, book: bool) -> Result<String, ApiError> {
+        let one = |s: &SymbolState| {
+            if book {
+                let (b, bq) = s
+                    .book
+                    .best_bid()
+                    .map(|(p, q)| (s.price(p), q))
+                    .unwrap_or_default();
+                let (a, aq) = s
+                    .book
+                    .best_ask()
+                    .map(|(p, q)| (s.price(p), q))
+                    .unwrap_or_default();
+                serde_json::json!({"symbol": s.cfg.symbol, "bidPrice": fmt8(b), "bidQty": fmt8(bq),
+                                   "askPrice": fmt8(a), "askQty": fmt8(aq)})
+            } else {
+                serde_json::json!({"symbol": s.cfg.symbol, "price": fmt8(s.last)})
+            }
+        };
+        match symbol {
+            Some(name) => {
+                let sym = self.symbol_of(name).ok_or_else(ApiError::invalid_symbol)?;
+                Ok(one(&self.symbols[sym as usize]).to_string())
+            }
+            None => {
+                Ok(serde_json::Value::Array(self.symbols.iter().map(one).collect()).to_string())
+            }
+        }
+    }
+
     /// GET /api/v3/exchangeInfo.
     pub fn exchange_info_json(&self, symbols: Option<&[String]>) -> Result<String, ApiError> {
         let rl = &self.cfg.rate_limits;

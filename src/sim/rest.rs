@@ -70,7 +70,7 @@ impl RateLimiter {
                 let left = until - now;
                 return Gate::Banned {
                     until_ms: now_ms + left.as_millis() as u64,
-                    retry_after: left.as_secs().max(1),
+                    retry_after: secs_rounded_up(left),
                 };
             }
             s.banned_until = None;
@@ -89,11 +89,11 @@ impl RateLimiter {
                 s.banned_until = Some(now + ban);
                 return Gate::Banned {
                     until_ms: now_ms + ban.as_millis() as u64,
-                    retry_after: ban.as_secs().max(1),
+                    retry_after: secs_rounded_up(ban),
                 };
             }
             return Gate::Limited {
-                retry_after: left.as_secs().max(1),
+                retry_after: secs_rounded_up(left),
                 used_weight: s.weight,
             };
         }
@@ -206,6 +206,9 @@ enum Endpoint {
     Ping,
     Time,
     ExchangeInfo,
+    Depth,
+    BookTicker,
+    PriceTicker,
     NewOrder,
     TestOrder,
     CancelOrder,
@@ -232,6 +235,9 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, StatusCode> {
         "/api/v3/ping" => by_method(&[(Method::GET, Ping)]),
         "/api/v3/time" => by_method(&[(Method::GET, Time)]),
         "/api/v3/exchangeInfo" => by_method(&[(Method::GET, ExchangeInfo)]),
+        "/api/v3/depth" => by_method(&[(Method::GET, Depth)]),
+        "/api/v3/ticker/bookTicker" => by_method(&[(Method::GET, BookTicker)]),
+        "/api/v3/ticker/price" => by_method(&[(Method::GET, PriceTicker)]),
         "/api/v3/order" => by_method(&[
             (Method::POST, NewOrder),
             (Method::DELETE, CancelOrder),
@@ -259,6 +265,23 @@ fn weight(ep: Endpoint, params: &Params) -> u32 {
         Ping | Time | NewOrder | TestOrder | CancelOrder | CancelOpenOrders => 1,
         ListenKeyNew | ListenKeyKeepalive | ListenKeyClose => 2,
         QueryOrder => 4,
+        Depth => match params
+            .get("limit")
+            .and_then(|l| l.parse::<u32>().ok())
+            .unwrap_or(100)
+        {
+            0..=100 => 5,
+            101..=500 => 25,
+            501..=1000 => 50,
+            _ => 250,
+        },
+        BookTicker | PriceTicker => {
+            if params.get("symbol").is_some() {
+                2
+            } else {
+                4
+            }
+        }
         OpenOrders => {
             if params.get("symbol").is_some() {
                 6
@@ -276,6 +299,8 @@ fn allowed(ep: Endpoint) -> &'static [&'static str] {
     use Endpoint::*;
     match ep {
         Ping | Time | ListenKeyNew => &[],
+        Depth => &["symbol", "limit"],
+        BookTicker | PriceTicker => &["symbol"],
         ExchangeInfo => &[
             "symbol",
             "symbols",
@@ -562,6 +587,13 @@ fn handle(
             match ep {
                 Ping => Ok("{}".to_string()),
                 Time => Ok(serde_json::json!({ "serverTime": now }).to_string()),
+                Depth => {
+                    let symbol = params.required("symbol")?;
+                    let limit = params.u64_opt("limit")?.unwrap_or(100).clamp(1, 5000) as usize;
+                    ex.depth_json(symbol, limit)
+                }
+                BookTicker => ex.ticker_json(params.get("symbol"), true),
+                PriceTicker => ex.ticker_json(params.get("symbol"), false),
                 _ => {
                     let list: Option<Vec<String>> =
                         match (params.get("symbol"), params.get("symbols")) {
@@ -814,4 +846,10 @@ pub(crate) async fn admin_stats(State(sh): State<Arc<Shared>>) -> impl IntoRespo
         200,
         serde_json::to_string(&sh.stats.snapshot()).unwrap_or_default(),
     )
+}
+
+/// Retry-After is whole seconds: round up, so a client that waits exactly as told is
+/// never early (rounding 1.9 s down to 1 s would earn an honest client a 418).
+fn secs_rounded_up(d: std::time::Duration) -> u64 {
+    (d.as_millis().div_ceil(1000) as u64).max(1)
 }

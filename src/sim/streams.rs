@@ -70,9 +70,7 @@ pub(crate) async fn ws_raw(
         if sh.cfg.dialect == Dialect::Y2026 {
             return bad_request("listenKey streams are retired; use the WebSocket API");
         }
-        return ws
-            .on_upgrade(move |socket| user_conn(sh, socket, account, name, false))
-            .into_response();
+        return upgrade_user(sh, ws, account, name, false);
     }
     if !name.contains('@') && name.len() >= 32 {
         return (
@@ -115,9 +113,7 @@ pub(crate) async fn ws_combined(
                 return bad_request("listenKey streams are retired; use the WebSocket API");
             }
             let key = names[0].clone();
-            return ws
-                .on_upgrade(move |socket| user_conn(sh, socket, account, key, true))
-                .into_response();
+            return upgrade_user(sh, ws, account, key, true);
         }
     }
     let streams: Result<Vec<(String, MarketStream)>, String> = names
@@ -402,16 +398,18 @@ impl<T: Clone> UserEventShaper<T> {
     }
 }
 
-async fn user_conn(
+/// Subscribes the connection to the account's events *before* the handshake answers, as
+/// Binance does: a client that switches to a new connection as soon as it is open, then
+/// closes the old one, must not lose the events in between.
+fn upgrade_user(
     sh: Arc<Shared>,
-    socket: WebSocket,
+    ws: WebSocketUpgrade,
     account: u32,
     listen_key: String,
     combined: bool,
-) {
-    let (mut tx, mut rx) = socket.split();
-    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+) -> Response {
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let conn_id = {
         let mut ex = sh.exchange.lock();
         let id = ex.register_conn(
@@ -424,6 +422,25 @@ async fn user_conn(
         ex.add_user_sink(account, id, ev_tx);
         id
     };
+    let on_fail = sh.clone();
+    ws.on_failed_upgrade(move |_| {
+        on_fail.exchange.lock().unregister_conn(conn_id);
+        on_fail.stats.connection_closed("handshake_failed");
+    })
+    .on_upgrade(move |socket| user_conn(sh, socket, listen_key, combined, conn_id, ctl_rx, ev_rx))
+    .into_response()
+}
+
+async fn user_conn(
+    sh: Arc<Shared>,
+    socket: WebSocket,
+    listen_key: String,
+    combined: bool,
+    conn_id: u64,
+    mut ctl_rx: mpsc::UnboundedReceiver<ConnCtl>,
+    mut ev_rx: mpsc::UnboundedReceiver<Arc<UserEvent>>,
+) {
+    let (mut tx, mut rx) = socket.split();
     let mut life = Lifecycle::new(&sh);
     let mut shutdown = sh.shutdown.subscribe();
     let mut shaper = UserEventShaper::<Arc<UserEvent>>::new();

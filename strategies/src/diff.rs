@@ -45,14 +45,14 @@ pub enum Action {
     Cancel { id: u64, reason: CancelReason },
 }
 
-/// Distance of `price` from `mid` on the passive side, in bps of the mid: positive when the order
-/// is on its own side of the mid, negative when it has drifted past it.
-fn passive_distance_bps(side: Side, price: Decimal, mid: Decimal) -> Decimal {
-    let d = match side {
+/// Whether the order sits closer to the mid than `min_spread_bps` on its passive side (or has
+/// drifted past the mid). Compared as distance < bps·mid: no division on the hot path.
+fn inside_min_spread(side: Side, price: Decimal, mid: Decimal, min_spread_bps: Decimal) -> bool {
+    let distance = match side {
         Side::Buy => mid - price,
         Side::Sell => price - mid,
     };
-    d * Decimal::from(10_000) / mid
+    distance < bps(min_spread_bps) * mid
 }
 
 fn within_tolerance(live: Decimal, desired: Decimal, tolerance_bps: Decimal) -> bool {
@@ -84,7 +84,7 @@ pub fn diff(
             continue;
         }
         if let Some(mid) = mid
-            && passive_distance_bps(order.side, order.price, mid) < policy.min_spread_bps
+            && inside_min_spread(order.side, order.price, mid, policy.min_spread_bps)
         {
             cancels.push(Action::Cancel {
                 id: order.id,

@@ -73,7 +73,8 @@ impl MarketSnapshot {
     /// The mid price, only when both sides are present and not crossed.
     pub fn mid(&self) -> Option<Decimal> {
         if self.is_two_sided() {
-            Some((self.best_bid + self.best_ask) / Decimal::TWO)
+            // × 0.5 is exact and, unlike ÷ 2, stays off Decimal's slow division path.
+            Some((self.best_bid + self.best_ask) * HALF)
         } else {
             None
         }
@@ -247,6 +248,8 @@ pub fn build<'de, D: Deserializer<'de>>(
         }),
     }
 }
+
+const HALF: Decimal = Decimal::from_parts(5, 0, 0, false, 1);
 
 /// One basis point, 0.0001.
 pub(crate) const BPS: Decimal = Decimal::from_parts(1, 0, 0, false, 4);

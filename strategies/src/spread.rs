@@ -204,10 +204,12 @@ pub fn inventory_skew(
         return None;
     }
     let target_value = total_value * target_base_pct * PERCENT;
-    // Six places move a size by at most a millionth of an order: far below any step size,
-    // and small operands keep the products that follow in Decimal's fast path.
+    // Sizes move in 1% steps of the order: the skew follows the price on every tick, and
+    // finer steps would make the order diff replace orders for size jitter alone (the
+    // backtest showed about two replacements per tick). Rounding is monotone, so the skew
+    // still never leans the wrong way; small operands also keep Decimal on its fast path.
     let skew = ((base_value - target_value) / range_value)
-        .round_dp(6)
+        .round_dp(2)
         .clamp(Decimal::NEGATIVE_ONE, Decimal::ONE);
     let bid_ratio = Decimal::ONE - skew;
     Some(InventorySkew {

@@ -80,14 +80,16 @@ impl Fault {
     }
 
     /// Scenario-specific simulator and daemon settings.
-    fn configure(self, cfg: &mut SimConfig, extra: &mut String, rng: &mut Rng) {
+    fn configure(self, cfg: &mut SimConfig, rng: &mut Rng) {
+        if self.without_rotation() {
+            cfg.max_connection_age = Duration::from_secs(60);
+        }
         match self {
             Fault::UserDropMidBurst => cfg.market.taker_rate = 30.0,
             Fault::ConnectionAge => {
                 // The 24 h rule compressed: the server cuts at 3 s, the daemon must rotate
                 // before (its max age 2 s).
                 cfg.max_connection_age = Duration::from_secs(3);
-                extra.push_str("# compressed 24 h rule\n");
             }
             Fault::RateLimit => {
                 cfg.rate_limits.requests_before_ban = 2;
@@ -100,8 +102,24 @@ impl Fault {
     fn daemon_max_connection_age(self) -> &'static str {
         match self {
             Fault::ConnectionAge => "2s",
+            f if f.without_rotation() => "50s",
             _ => "5s",
         }
+    }
+
+    /// Stream faults whose effect is asserted by connection reason: a planned rotation
+    /// landing on the fault would absorb it (the drop hits a retiring connection, the
+    /// new key is taken by the replacement), so these run without rotation; fault 5 and
+    /// the rest keep the compressed 24 h rule.
+    fn without_rotation(self) -> bool {
+        matches!(
+            self,
+            Fault::MarketDrop
+                | Fault::UserDropMidBurst
+                | Fault::ListenKeyExpired
+                | Fault::KeepaliveFailures
+                | Fault::ServerShutdown
+        )
     }
 }
 
@@ -201,42 +219,34 @@ pub async fn run_kind(fault: Fault) {
     );
 }
 
-/// The summary table, one row per fault kind.
+/// The summary table, one row per fault kind. "survived": the daemon kept running
+/// through the fault and exited 0 on SIGTERM; "clean": every end-state check held.
 pub fn table(outcomes: &[Outcome]) -> String {
-    let mut rows: BTreeMap<Fault, [usize; 6]> = BTreeMap::new();
-    for o in outcomes {
-        let r = rows.entry(o.fault).or_default();
-        r[0] += o.injections as usize;
-        r[1] += usize::from(o.clean());
-        r[2] += o.fills_lost;
-        r[3] += o.fills_doubled;
-        r[4] += o.orphan_orders;
-        r[5] += o.balance_mismatches;
-    }
-    let runs = |f: Fault| outcomes.iter().filter(|o| o.fault == f).count();
-    let fills = |f: Fault| -> usize {
-        outcomes
-            .iter()
-            .filter(|o| o.fault == f)
-            .map(|o| o.trades)
-            .sum()
-    };
     let mut s = String::from(
-        "| fault | runs | injections | survived | fills (exchange) | fills lost | fills doubled | orphan orders | balance mismatches |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| fault | runs | injections | survived | clean | fills at exchange | fills lost | fills doubled | orphan orders | balance mismatches |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (f, r) in &rows {
+    for f in ALL {
+        let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.fault == f).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let sum = |g: &dyn Fn(&Outcome) -> usize| runs.iter().map(|o| g(o)).sum::<usize>();
         s.push_str(&format!(
-            "| {} | {} | {} | {}/{} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} | {} |\n",
             f.name(),
-            runs(*f),
-            r[0],
-            r[1],
-            runs(*f),
-            fills(*f),
-            r[2],
-            r[3],
-            r[4],
-            r[5]
+            runs.len(),
+            sum(&|o| o.injections as usize),
+            sum(&|o| usize::from(
+                o.survived && !o.failures.iter().any(|f| f.starts_with("SIGTERM"))
+            )),
+            runs.len(),
+            sum(&|o| usize::from(o.clean())),
+            runs.len(),
+            sum(&|o| o.trades),
+            sum(&|o| o.fills_lost),
+            sum(&|o| o.fills_doubled),
+            sum(&|o| o.orphan_orders),
+            sum(&|o| o.balance_mismatches),
         ));
     }
     s
@@ -254,6 +264,12 @@ async fn connects(d: &Daemon, stream: &str, reason: &str) -> f64 {
     .await
 }
 
+/// The daemon said the market stopped: from exchangeInfo (market_halted) or from a
+/// "Market is closed." rejection (market_closed).
+fn halt_logged(d: &Daemon) -> bool {
+    !d.log_events("market_halted").is_empty() || !d.log_events("market_closed").is_empty()
+}
+
 fn log_has(d: &Daemon, needle: &str) -> bool {
     d.log().contains(needle)
 }
@@ -265,9 +281,8 @@ pub async fn run_scenario(fault: Fault, seed: u64) -> Outcome {
     let mut cfg = sim_config();
     cfg.seed = seed;
     cfg.market.taker_rate = 12.0;
-    let mut extra = String::new();
-    fault.configure(&mut cfg, &mut extra, &mut rng);
-    let mut d = Daemon::new(cfg, MARKETS, &extra).await;
+    fault.configure(&mut cfg, &mut rng);
+    let mut d = Daemon::new(cfg, MARKETS, "").await;
     if fault.daemon_max_connection_age() != "5s" {
         let path = d.config_path();
         let text = std::fs::read_to_string(&path).unwrap().replace(
@@ -319,6 +334,37 @@ pub async fn run_scenario(fault: Fault, seed: u64) -> Outcome {
     if std::env::var_os("MMD_FAULTS_VERBOSE").is_some() && !o.clean() {
         eprintln!("--- daemon log (tail) ---\n{}", tail(&d.log(), 60));
     }
+    o
+}
+
+/// The runner's own control: a daemon killed (-9) and never restarted must be reported
+/// as not surviving, with its orders left orphaned at the exchange. Proves the end-state
+/// checks can fail.
+pub async fn run_killed_without_restart(seed: u64) -> Outcome {
+    let mut cfg = sim_config();
+    cfg.seed = seed;
+    cfg.market.taker_rate = 12.0;
+    let mut d = Daemon::new(cfg, MARKETS, "").await;
+    let mut o = Outcome {
+        fault: Fault::Kill9,
+        seed,
+        injections: 1,
+        survived: false,
+        trades: 0,
+        fills_lost: 0,
+        fills_doubled: 0,
+        orphan_orders: 0,
+        balance_mismatches: 0,
+        failures: Vec::new(),
+    };
+    d.spawn();
+    d.poll_until(Duration::from_secs(25), || async {
+        fills(&d).await >= 2.0 && !d.open_orders().is_empty()
+    })
+    .await;
+    d.kill9();
+    o.survived = d.is_running();
+    end_checks(&mut d, &mut o).await;
     o
 }
 
@@ -602,7 +648,7 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
             })
             .await;
             faults
-                .delay_user_events(rng.millis(100, 400), Some(20))
+                .delay_user_events(rng.millis(50, 200), Some(8))
                 .unwrap();
             tokio::time::sleep(rng.millis(200, 800)).await;
             faults.drop_connections(StreamTarget::User).unwrap();
@@ -661,6 +707,7 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
                         .await
                         >= 2.0
                         && connects(d, "user", "expired").await >= 1.0
+                        && d.metric("mmd_listen_key_created_total", None).await >= 3.0
                 })
                 .await
             {
@@ -740,12 +787,13 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
                 }
             }
             if !d
-                .poll_until(Duration::from_secs(15), || async {
+                .poll_until(Duration::from_secs(20), || async {
                     !d.log_events("order_unknown").is_empty()
+                        && !d.log_events("cancel_unknown").is_empty()
                 })
                 .await
             {
-                o.fail("no placement left Unknown after the REST fault");
+                o.fail("the REST fault did not meet both a placement and a cancel");
             }
         }
         Fault::RateLimit => {
@@ -809,7 +857,7 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
             }
         }
         Fault::OutsideBalanceChange => {
-            let usdt = Decimal::new(1_000_00 + rng.below(100_000) as i64, 2);
+            let usdt = Decimal::new(100_000 + rng.below(100_000) as i64, 2);
             d.sim.deposit(API_KEY, "USDT", usdt);
             o.injections += 1;
             tokio::time::sleep(rng.millis(300, 1_000)).await;
@@ -832,11 +880,13 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
                 .poll_until(Duration::from_secs(15), || async {
                     connects(d, "user", "error").await + connects(d, "user", "expired").await >= 1.0
                         && connects(d, "market", "error").await >= 1.0
-                        && !d.open_orders().is_empty()
+                        && MARKETS
+                            .iter()
+                            .all(|(m, _)| d.open_orders().iter().any(|o| o.symbol == *m))
                 })
                 .await
             {
-                o.fail("after the restart: streams not back or no quotes re-placed");
+                o.fail("after the restart: streams not back or a market not quoted again");
             }
         }
         Fault::Kill9 => {
@@ -863,17 +913,49 @@ async fn inject(fault: Fault, d: &mut Daemon, rng: &mut Rng, o: &mut Outcome) {
             let status = ["HALT", "BREAK"][rng.below(2) as usize];
             d.sim.set_symbol_status("ETHUSDT", status);
             o.injections += 1;
-            // BTCUSDT keeps trading; ETHUSDT must not spin on rejections.
+            // The daemon stops quoting ETHUSDT, says why, and cancels what rests there.
+            if !d
+                .poll_until(Duration::from_secs(12), || async {
+                    halt_logged(d) && d.open_orders().iter().all(|o| o.symbol != "ETHUSDT")
+                })
+                .await
+            {
+                o.fail("halted market: not logged (market_halted/market_closed), or its orders left resting");
+            }
+            // BTCUSDT keeps trading; ETHUSDT does not spin on rejections meanwhile.
             let before = fills(d).await;
             if !d
                 .poll_until(Duration::from_secs(15), || async {
-                    fills(d).await > before
+                    fills(d).await >= before + 3.0
                 })
                 .await
             {
                 o.fail("the other market stopped trading");
             }
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            let rejected = |d: &Daemon| {
+                d.log_events("order_rejected")
+                    .iter()
+                    .filter(|v| v.get("symbol").and_then(|s| s.as_str()) == Some("ETHUSDT"))
+                    .count()
+            };
+            let halted_for = rng.millis(2_500, 4_000);
+            tokio::time::sleep(halted_for).await;
+            // One probe (a bid and an ask) per back-off step: 2 s, 4 s, ...
+            if rejected(d) > 6 {
+                o.fail(format!(
+                    "{} ETHUSDT rejections in {halted_for:?} of halt: retrying too often",
+                    rejected(d)
+                ));
+            }
+            d.sim.set_symbol_status("ETHUSDT", "TRADING");
+            if !d
+                .poll_until(Duration::from_secs(20), || async {
+                    d.open_orders().iter().any(|o| o.symbol == "ETHUSDT")
+                })
+                .await
+            {
+                o.fail("ETHUSDT not quoted again after it reopened");
+            }
         }
     }
 }
@@ -937,11 +1019,22 @@ async fn fault_visible(fault: Fault, d: &Daemon) -> Result<(), String> {
             !d.log_events("server_shutdown").is_empty(),
             "server_shutdown logged",
         ),
-        Fault::UserEventsDuplicatedReordered => Ok(()),
-        Fault::Rest5xx | Fault::RestHang => need(
-            !d.log_events("order_unknown").is_empty(),
-            "order_unknown logged",
+        Fault::UserEventsDuplicatedReordered => need(
+            d.metric("mmd_ws_duplicates_dropped_total", Some("stream=\"user\""))
+                .await
+                >= 1.0,
+            "mmd_ws_duplicates_dropped_total{user}",
         ),
+        Fault::Rest5xx | Fault::RestHang => {
+            need(
+                !d.log_events("order_unknown").is_empty(),
+                "order_unknown logged",
+            )?;
+            need(
+                !d.log_events("cancel_unknown").is_empty(),
+                "cancel_unknown logged",
+            )
+        }
         Fault::RateLimit => {
             let logged = d.log_events("rate_limit");
             need(!logged.is_empty(), "rate_limit logged")
@@ -960,6 +1053,13 @@ async fn fault_visible(fault: Fault, d: &Daemon) -> Result<(), String> {
             "resync after the restart",
         ),
         Fault::Kill9 => need(d.log_events("synced").len() >= 2, "second start synced"),
-        Fault::SymbolHalted => need(log_has(d, "ETHUSDT"), "the halted market named in the log"),
+        Fault::SymbolHalted => {
+            need(halt_logged(d), "market_halted or market_closed logged")?;
+            need(
+                d.log_events("market_halted").is_empty()
+                    || !d.log_events("market_resumed").is_empty(),
+                "market_resumed logged after market_halted",
+            )
+        }
     }
 }
