@@ -341,6 +341,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let cpu1 = cpu_seconds()?;
     let wall = wall0.elapsed().as_secs_f64();
     let after = metrics.probe().unwrap_or_default();
+    // RSS before the high-water mark: VmHWM is max(recorded peak, current RSS) when read.
+    let rss_kib = status_kib("VmRSS:")?;
+    let peak_rss_kib = status_kib("VmHWM:")?;
     let window = |all: &[u64], skip: usize| all[skip.min(all.len())..].to_vec();
     let report = BenchReport {
         mode: args.mode,
@@ -357,8 +360,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             before.tick_to_order_ns.len(),
         )),
         cpu_percent: (cpu1 - cpu0) / wall * 100.0,
-        peak_rss_kib: status_kib("VmHWM:")?,
-        rss_kib: status_kib("VmRSS:")?,
+        peak_rss_kib,
+        rss_kib,
         first_live_quote_ms: first_live.duration_since(started).as_secs_f64() * 1000.0,
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg: std::fs::read_to_string("/proc/loadavg")
