@@ -1569,4 +1569,74 @@ mod tests {
         );
         assert!(sampled.fills > 0);
     }
+
+    /// The benchmark's markets (both strategies, both feed cadences, risk limits on), reduced
+    /// to the outputs a speed-up must not change. Pinned from the run before the hot path was
+    /// optimized: any change here means an optimization altered trading, not just its speed.
+    fn bench_fingerprint(name: &str, params: &str, interval_ms: u64) -> String {
+        let symbol = SymbolConfig::btcusdt();
+        let events = random_walk(&symbol, &SimMarketConfig::default(), 7, 0, 3_600_000);
+        let market = BacktestMarket {
+            symbol,
+            strategy_name: name.to_string(),
+            strategy_params: toml::from_str(params).unwrap(),
+            risk: RiskLimits {
+                max_base_position: Some(dec!(0.5)),
+                max_open_orders_per_side: Some(4),
+                max_daily_loss: Some(dec!(100000)),
+                ..RiskLimits::default()
+            },
+            base_balance: dec!(1),
+            quote_balance: dec!(60000),
+        };
+        let cfg = BacktestConfig {
+            feed_interval_ms: interval_ms,
+            ..config(Vec::new(), 5, 5)
+        };
+        let strategy =
+            strategies::build(name, toml::Value::Table(market.strategy_params.clone())).unwrap();
+        let r = run_market(&cfg, &market, strategy, &events);
+        format!(
+            "events={} fills={} realized={} unrealized={} fees={} vol={}/{} max_inv={} final_inv={} \
+             capture={} placed={} cancelled={} rejected={} refusals={:?} killed={:?} share={:?}",
+            r.events,
+            r.fills,
+            r.realized_pnl,
+            r.unrealized_pnl,
+            r.fees,
+            r.volume_base,
+            r.volume_quote,
+            r.max_inventory,
+            r.final_inventory,
+            r.spread_capture,
+            r.orders_placed,
+            r.orders_cancelled,
+            r.orders_rejected,
+            r.risk_refusals,
+            r.killed,
+            r.base_share_pct,
+        )
+    }
+
+    const BENCH_SPREAD: &str = "bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = \"0.01\"\n\
+        inventory_skew_enabled = true\ninventory_range_multiplier = 2\nrefresh_tolerance_bps = 2";
+    const BENCH_AVELLANEDA: &str = "gamma = \"0.00001\"\nkappa = \"0.05\"\norder_qty = \"0.01\"\n\
+        volatility_window = 30\nrefresh_tolerance_bps = 2\nmin_spread_bps = 2";
+
+    #[test]
+    fn the_benchmark_runs_trade_exactly_as_pinned() {
+        let got = [
+            bench_fingerprint("spread", BENCH_SPREAD, 0),
+            bench_fingerprint("spread", BENCH_SPREAD, 1_000),
+            bench_fingerprint("avellaneda", BENCH_AVELLANEDA, 0),
+            bench_fingerprint("avellaneda", BENCH_AVELLANEDA, 1_000),
+        ];
+        let pinned: [&str; 4] = [
+            "events=43220 fills=4242 realized=2242.8446609999999999999999997 unrealized=0.6755249999999999999999999934 fees=2283.001414544 vol=37.9299/2283001.414544 max_inv=0.0248 final_inv=-0.0153 capture=2243.4123880615888175579520026 placed=14516 cancelled=10272 rejected=0 refusals={} killed=None share=Some((49.001259109274565227529237900, 51.000602405433565099596439080))",
+            "events=43220 fills=4260 realized=2036.2321480000000000000000002 unrealized=0.8237210000000000000000000016 fees=2117.569639478 vol=35.1825/2117569.639478 max_inv=0.0248 final_inv=-0.0149 capture=2036.6849986080733235977657462 placed=7911 cancelled=3649 rejected=30 refusals={} killed=None share=Some((48.999935625796609616700032400, 50.998977762723947246927577060))",
+            "events=43220 fills=2441 realized=816.8809 unrealized=-0.09120 fees=1469.6985415 vol=24.41/1469698.5415 max_inv=0.01 final_inv=-0.01 capture=816.7875779688779688779688792 placed=15577 cancelled=13134 rejected=0 refusals={} killed=None share=Some((49.471461208585839791899856640, 50.621815481403979581448208240))",
+            "events=43220 fills=2641 realized=770.760900 unrealized=0.06120 fees=1589.5084792 vol=26.41/1589508.4792 max_inv=0.02 final_inv=-0.01 capture=770.88314095382286146858440560 placed=8971 cancelled=6328 rejected=4940 refusals={} killed=None share=Some((49.210717338612278966050314920, 50.714479809731623499143642590))",
+        ];
+        assert_eq!(got, pinned);
+    }
 }
