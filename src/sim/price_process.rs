@@ -73,6 +73,9 @@ pub fn taker_limit(rng: &mut PriceRng, mid: f64, tick: f64, reach_bps: f64) -> (
 }
 
 /// Quantity worth `notional` at `price`, on the step grid, at least `min_qty`.
+/// Sizes the synthetic market's own liquidity and taker flow from the random walk's
+/// float mid (a model, not money); the quantity it returns is an exact step multiple,
+/// and every order and balance built from it is Decimal.
 pub fn qty_for_notional(notional: Decimal, price: f64, step: Decimal, min_qty: Decimal) -> Decimal {
     let raw = to_f64(notional) / price.max(f64::MIN_POSITIVE);
     let steps = (raw / to_f64(step)).floor().max(0.0);
