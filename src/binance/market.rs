@@ -241,7 +241,12 @@ impl MarketSupervisor {
                     .await;
                 }
                 Action::Disconnected(why) => {
-                    tracing::warn!(stream = "market", reason = %why, "disconnected");
+                    // Our own close (shutdown) is routine; anything else is worth a warning.
+                    if why == CLOSED_BY_US {
+                        tracing::info!(stream = "market", reason = %why, "disconnected");
+                    } else {
+                        tracing::warn!(stream = "market", reason = %why, "disconnected");
+                    }
                     self.emit(StreamEvent::Disconnected {
                         stream: StreamKind::Market,
                         reason: why,

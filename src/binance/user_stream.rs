@@ -290,7 +290,12 @@ impl UserSupervisor {
                     .await;
                 }
                 Action::Disconnected(why) => {
-                    tracing::warn!(stream = "user", reason = %why, "disconnected");
+                    // Our own close (shutdown) is routine; anything else is worth a warning.
+                    if why == CLOSED_BY_US {
+                        tracing::info!(stream = "user", reason = %why, "disconnected");
+                    } else {
+                        tracing::warn!(stream = "user", reason = %why, "disconnected");
+                    }
                     self.emit(StreamEvent::Disconnected {
                         stream: StreamKind::User,
                         reason: why,

@@ -510,7 +510,7 @@ pub async fn run(
     }
     info!(
         event = "closing_streams",
-        "closing streams, deleting the listen key"
+        "closing streams (and deleting the listen key, with user_stream = \"listen-key\")"
     );
     let closing = async {
         market.shutdown().await;
