@@ -17,7 +17,7 @@ use super::backoff::Backoff;
 use super::decode::SymbolSet;
 use super::stream::{
     Action, CLOSED_BY_US, ConnHandle, ConnNews, ConnSpec, ConnectReason, Decoder, RecentFrames,
-    Slots, StreamEvent, StreamKind, StreamSettings, spawn_connection,
+    Slots, StreamEvent, StreamKind, StreamSettings, log_disconnected, spawn_connection,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -241,12 +241,7 @@ impl MarketSupervisor {
                     .await;
                 }
                 Action::Disconnected(why) => {
-                    // Our own close (shutdown) is routine; anything else is worth a warning.
-                    if why == CLOSED_BY_US {
-                        tracing::info!(stream = "market", reason = %why, "disconnected");
-                    } else {
-                        tracing::warn!(stream = "market", reason = %why, "disconnected");
-                    }
+                    log_disconnected(StreamKind::Market, &why);
                     self.emit(StreamEvent::Disconnected {
                         stream: StreamKind::Market,
                         reason: why,

@@ -292,6 +292,16 @@ impl Slots {
 /// Close reason of a connection we retired or shut down ourselves.
 pub(crate) const CLOSED_BY_US: &str = "closed by us";
 
+/// Our own close (shutdown, retiring a rotated connection) is routine; any other
+/// disconnect is worth an operator's warning.
+pub(crate) fn log_disconnected(stream: StreamKind, why: &str) {
+    if why == CLOSED_BY_US {
+        tracing::info!(stream = stream.as_str(), reason = %why, "disconnected");
+    } else {
+        tracing::warn!(stream = stream.as_str(), reason = %why, "disconnected");
+    }
+}
+
 /// What a connection tells its supervisor.
 #[derive(Debug)]
 pub(crate) enum ConnNews {

@@ -18,7 +18,7 @@ use super::market::sleep_until;
 use super::rest::{RestClient, RestError};
 use super::stream::{
     Action, CLOSED_BY_US, ConnHandle, ConnNews, ConnSpec, ConnectReason, Decoder, RecentFrames,
-    Slots, StreamEvent, StreamKind, StreamSettings, WsApiAuth, spawn_connection,
+    Slots, StreamEvent, StreamKind, StreamSettings, WsApiAuth, log_disconnected, spawn_connection,
 };
 
 /// -1125: "This listenKey does not exist."
@@ -290,12 +290,7 @@ impl UserSupervisor {
                     .await;
                 }
                 Action::Disconnected(why) => {
-                    // Our own close (shutdown) is routine; anything else is worth a warning.
-                    if why == CLOSED_BY_US {
-                        tracing::info!(stream = "user", reason = %why, "disconnected");
-                    } else {
-                        tracing::warn!(stream = "user", reason = %why, "disconnected");
-                    }
+                    log_disconnected(StreamKind::User, &why);
                     self.emit(StreamEvent::Disconnected {
                         stream: StreamKind::User,
                         reason: why,

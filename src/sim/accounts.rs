@@ -73,10 +73,15 @@ impl Balances {
         }
     }
 
-    /// Moves `amount` from free to locked.
-    pub fn lock(&mut self, asset: &str, amount: Decimal) -> Result<(), BalanceError> {
+    /// A non-negative `amount` that the chosen part of `asset`'s balance covers.
+    fn ensure(
+        &self,
+        asset: &str,
+        amount: Decimal,
+        part: impl Fn(&Balance) -> Decimal,
+    ) -> Result<(), BalanceError> {
         Self::check(amount)?;
-        let have = self.get(asset).free;
+        let have = part(&self.get(asset));
         if have < amount {
             return Err(BalanceError::Insufficient {
                 asset: asset.to_string(),
@@ -84,6 +89,12 @@ impl Balances {
                 have,
             });
         }
+        Ok(())
+    }
+
+    /// Moves `amount` from free to locked.
+    pub fn lock(&mut self, asset: &str, amount: Decimal) -> Result<(), BalanceError> {
+        self.ensure(asset, amount, |b| b.free)?;
         let b = self.entry(asset);
         b.free -= amount;
         b.locked += amount;
@@ -92,15 +103,7 @@ impl Balances {
 
     /// Moves `amount` from locked back to free.
     pub fn unlock(&mut self, asset: &str, amount: Decimal) -> Result<(), BalanceError> {
-        Self::check(amount)?;
-        let have = self.get(asset).locked;
-        if have < amount {
-            return Err(BalanceError::Insufficient {
-                asset: asset.to_string(),
-                need: amount,
-                have,
-            });
-        }
+        self.ensure(asset, amount, |b| b.locked)?;
         let b = self.entry(asset);
         b.locked -= amount;
         b.free += amount;
@@ -109,30 +112,14 @@ impl Balances {
 
     /// Removes `amount` from locked (it was paid away in a trade).
     pub fn spend_locked(&mut self, asset: &str, amount: Decimal) -> Result<(), BalanceError> {
-        Self::check(amount)?;
-        let have = self.get(asset).locked;
-        if have < amount {
-            return Err(BalanceError::Insufficient {
-                asset: asset.to_string(),
-                need: amount,
-                have,
-            });
-        }
+        self.ensure(asset, amount, |b| b.locked)?;
         self.entry(asset).locked -= amount;
         Ok(())
     }
 
     /// Removes `amount` from free (a taker paying directly, a withdrawal).
     pub fn spend_free(&mut self, asset: &str, amount: Decimal) -> Result<(), BalanceError> {
-        Self::check(amount)?;
-        let have = self.get(asset).free;
-        if have < amount {
-            return Err(BalanceError::Insufficient {
-                asset: asset.to_string(),
-                need: amount,
-                have,
-            });
-        }
+        self.ensure(asset, amount, |b| b.free)?;
         self.entry(asset).free -= amount;
         Ok(())
     }
