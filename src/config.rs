@@ -488,6 +488,17 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path, None, format!("cannot read: {e}")))?;
+        Self::from_toml_str(path, &text, env)
+    }
+
+    /// [`Config::load_with_env`] on text already read: `path` names the file in errors and
+    /// is the base for relative paths (the markets directory is still read from disk).
+    /// Separate so the fuzzer can feed it millions of inputs without touching the disk.
+    pub fn from_toml_str(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         // Parse with toml first: its syntax errors carry line and column.
         let _: toml::Table = toml::from_str(&text).map_err(|e| {
             ConfigError::new(
@@ -502,7 +513,7 @@ impl Config {
             .filter(|(k, _)| k.starts_with("MMD__"))
             .collect();
         let built = config::Config::builder()
-            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("MMD")
                     .prefix_separator("__")
@@ -937,7 +948,12 @@ const MAX_SYMBOL_LEN: usize = 20;
 pub fn load_market_file(path: &Path, _prefix: &str) -> Result<MarketConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(path, None, format!("cannot read: {e}")))?;
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+    parse_market_file(path, &text)
+}
+
+/// A market file's text, already read; `path` names it in errors.
+pub fn parse_market_file(path: &Path, text: &str) -> Result<MarketConfig, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
         ConfigError::new(
             path,
             None,
