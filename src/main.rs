@@ -42,6 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_large_buffers_off_the_heap();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
@@ -104,6 +105,25 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// An all-market `!ticker@arr` frame is ~0.8 MB. glibc serves allocations that size with
+/// mmap only until the first one is freed; then it raises its mmap threshold (up to 32 MiB)
+/// and serves them from the heap arenas, which one such frame a second fragments: in the
+/// 1-hour soak RSS wandered between 26 and 35 MiB. Setting the threshold (which also turns
+/// off its dynamic adjustment, mallopt(3)) keeps big buffers on mmap, handed back to the
+/// kernel on free: 18-19 MiB in the same soak. The cost, page faults on a fresh 0.8 MB
+/// mapping once a second, is tens of microseconds.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_large_buffers_off_the_heap() {
+    // SAFETY: mallopt only tunes the allocator; it runs first thing in main, before any
+    // other thread exists. A refusal (return 0) leaves glibc's defaults, which still work.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_large_buffers_off_the_heap() {}
 
 fn run(path: &std::path::Path) -> ExitCode {
     let config = match mmd::config::Config::load(path) {
