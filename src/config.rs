@@ -500,7 +500,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         // Parse with toml first: its syntax errors carry line and column.
-        let _: toml::Table = toml::from_str(&text).map_err(|e| {
+        let _: toml::Table = toml::from_str(text).map_err(|e| {
             ConfigError::new(
                 path,
                 None,
