@@ -500,18 +500,39 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         // Parse with toml first: its syntax errors carry line and column.
-        let _: toml::Table = toml::from_str(text).map_err(|e| {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
             ConfigError::new(
                 path,
                 None,
                 format!("malformed TOML: {}", one_line(&e.to_string())),
             )
         })?;
+        // The `config` crate reads every top-level key and every override's name as a path
+        // expression, and `"x[-1000000000]"` makes it build a billion-element array (found
+        // by the config fuzz target). Our names are plain words, so anything else is refused
+        // before it gets there.
+        if let Some(key) = table.keys().find(|k| !is_plain_key(k)) {
+            return Err(ConfigError::new(
+                path,
+                Some(key),
+                "unknown key: the top level holds tables such as [exchange] and [streams]",
+            ));
+        }
 
         let env: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("MMD__"))
             .collect();
+        if let Some(name) = env.keys().find(|k| !is_plain_key(&k["MMD__".len()..])) {
+            return Err(ConfigError::new(
+                path,
+                None,
+                format!(
+                    "environment override {name}: a name of letters, digits and '_' is expected, \
+                     like MMD__STREAMS__MAX_CONNECTION_AGE"
+                ),
+            ));
+        }
         let built = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .add_source(
@@ -942,6 +963,14 @@ pub fn load_markets(dir: &Path, prefix: &str) -> Result<Vec<MarketConfig>, Confi
     Ok(out)
 }
 
+/// A key the `config` crate takes literally: no path syntax (`.`, `[n]`) in it.
+fn is_plain_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The longest symbol that still leaves room in a 36-character client order id.
 const MAX_SYMBOL_LEN: usize = 20;
 
@@ -1130,6 +1159,30 @@ max_base_position = "0.05"
         .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("streams.stale_after"), "{e}");
         assert!(e.reason.contains("invalid duration"), "{e}");
+    }
+
+    /// Found by the config fuzz target: the `config` crate took this table name as an
+    /// array index and tried to allocate a billion elements, aborting the process.
+    #[test]
+    fn path_syntax_in_a_key_is_refused_not_expanded() {
+        for text in [
+            format!("{SIM}[ \"u[-1033333708]\"]\n"),
+            format!("{SIM}[\"u[99999999999]\"]\nx = 1\n"),
+            // Not a crash, but the crate would read it as exchange.venue: still refused.
+            format!("\"exchange.venue\" = \"sim\"\n{SIM}"),
+        ] {
+            let f = Fixture::new(&text);
+            let e = f.load().unwrap_err();
+            assert!(e.key.is_some(), "{e}");
+            assert!(e.reason.contains("unknown key"), "{e}");
+        }
+        let f = Fixture::new(SIM);
+        let e = Config::load_with_env(
+            &f.path(),
+            vec![("MMD__STREAMS[-1000000000]".into(), "1".into())],
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("MMD__STREAMS[-1000000000]"), "{e}");
     }
 
     #[test]
