@@ -119,10 +119,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
     mmd::logging::init(config.log.format, &config.log.level);
     tracing::info!(event = "config_loaded", summary = %config.summary(), "config loaded");
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match mmd::engine::runner::daemon_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -214,10 +211,8 @@ fn health(url: &str) -> ExitCode {
 fn bench(args: mmd::bench::BenchArgs) -> ExitCode {
     // Warnings only: the report is the output.
     mmd::logging::init(mmd::config::LogFormat::Pretty, "warn");
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The daemon's own runtime: the figures must be those of `mmd run`.
+    let rt = match mmd::engine::runner::daemon_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
