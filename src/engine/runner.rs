@@ -440,8 +440,21 @@ pub async fn run(
     let exit_code: i32;
     let mut ready_sent = false;
     let mut at_once = false;
+    // Ledger records of the last input, handed to the ledger thread only after the order
+    // requests that input caused have been written: waking that thread (and SQLite's
+    // work on a shared core) used to sit between a market frame and its order request.
+    // Records keep their order; they reach the ledger microseconds later.
+    let mut records: Vec<Record> = Vec::new();
 
     'main: loop {
+        if !records.is_empty() {
+            // Lets the request tasks just spawned run (and hand their bytes to the
+            // socket) before this task wakes the ledger thread.
+            tokio::task::yield_now().await;
+            for r in records.drain(..) {
+                ledger.send(r);
+            }
+        }
         let ev = tokio::select! {
             biased;
             c = control.recv() => match c {
@@ -526,7 +539,7 @@ pub async fn run(
                     break 'main;
                 }
                 Command::SetMarketSymbols(symbols) => market.update_symbols(symbols),
-                Command::Record(r) => ledger.send(r),
+                Command::Record(r) => records.push(r),
                 Command::Place(p) => {
                     if !ready_sent {
                         ready_sent = true;
@@ -540,6 +553,9 @@ pub async fn run(
         }
     }
 
+    for r in records.drain(..) {
+        ledger.send(r);
+    }
     if at_once {
         ledger.finish();
         return Ok(exit_code);
