@@ -119,7 +119,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
     mmd::logging::init(config.log.format, &config.log.level);
     tracing::info!(event = "config_loaded", summary = %config.summary(), "config loaded");
-    let rt = match mmd::engine::runner::daemon_runtime() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -211,8 +214,10 @@ fn health(url: &str) -> ExitCode {
 fn bench(args: mmd::bench::BenchArgs) -> ExitCode {
     // Warnings only: the report is the output.
     mmd::logging::init(mmd::config::LogFormat::Pretty, "warn");
-    // The daemon's own runtime: the figures must be those of `mmd run`.
-    let rt = match mmd::engine::runner::daemon_runtime() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

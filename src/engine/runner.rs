@@ -326,22 +326,6 @@ impl LedgerWriter {
     }
 }
 
-/// The runtime `mmd run` drives the daemon on (and `mmd bench`, which must measure the
-/// same thing): one thread. The daemon is one event loop fed by a few socket tasks and
-/// short REST tasks, using a few % of a core; with a worker pool every market frame
-/// could cross threads (socket task -> engine loop -> REST task -> HTTP connection
-/// task), each crossing a futex wake-up and a context switch (perf: the top kernel
-/// entry on the bookTicker path), and idle workers woke to look for work. `mmd run` also ran the engine loop on the
-/// `block_on` thread, outside the pool, so every event crossed at least once. On one
-/// thread a frame is read, decided on, and its order written without leaving it.
-/// Blocking work stays off this thread: SQLite writes have their own thread (the
-/// ledger), and nothing here blocks in a task.
-pub fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
 /// Runs the daemon until stopped. Returns the process exit code.
 pub async fn run(
     cfg: Config,
