@@ -157,7 +157,15 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
         // Keep the sender alive for the whole run: a closed channel means "stop".
         let _keep = tx;
-        match mmd::engine::runner::run(config, rx, mmd::metrics::Metrics::new()).await {
+        // On a worker of the pool, as `mmd bench` runs and measures it: on the block_on
+        // thread, outside the pool, every stream event and REST result would cross
+        // threads (a futex wake-up) to reach the engine loop.
+        let daemon = tokio::spawn(mmd::engine::runner::run(
+            config,
+            rx,
+            mmd::metrics::Metrics::new(),
+        ));
+        match daemon.await.map_err(anyhow::Error::from).and_then(|r| r) {
             Ok(code) => code,
             Err(e) => {
                 if let Some(fatal) = e.downcast_ref::<mmd::engine::runner::FatalConfig>() {

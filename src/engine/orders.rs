@@ -7,7 +7,7 @@
 //! here but by trade id in the engine, so a fill delivered twice (stream + REST, or a
 //! duplicated frame) is counted once whatever the order state says.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
 
@@ -335,6 +335,17 @@ impl Order {
 pub struct OrderBook {
     orders: HashMap<String, Order>,
     by_exchange_id: HashMap<(String, u64), String>,
+    /// Client ids per symbol, in insertion order, of orders that may be open (finished
+    /// ones are pruned on the next insert or `forget_finished`; a finished order never
+    /// reopens). [`Self::open_of_symbol`] runs several times per quote decision, and
+    /// scanning every order (finished ones linger 30 s) with a symbol comparison each
+    /// was the top CPU cost at 100 markets.
+    by_symbol: HashMap<String, Vec<String>>,
+    /// Symbols whose orders may have changed (inserted, or handed out mutably) since
+    /// [`Self::take_touched`]: the engine republishes their open-order gauges only.
+    touched: HashSet<String>,
+    /// Every symbol may have changed (`iter_mut`).
+    touched_all: bool,
 }
 
 impl OrderBook {
@@ -343,7 +354,42 @@ impl OrderBook {
             self.by_exchange_id
                 .insert((order.symbol.clone(), id), order.client_id.clone());
         }
-        self.orders.insert(order.client_id.clone(), order);
+        let cid = order.client_id.clone();
+        let symbol = order.symbol.clone();
+        self.touch(&symbol);
+        if let Some(old) = self.orders.insert(cid.clone(), order) {
+            self.touch(&old.symbol);
+            self.unindex(&old.symbol, &cid);
+        }
+        let orders = &self.orders;
+        let ids = self.by_symbol.entry(symbol).or_default();
+        ids.retain(|id| orders.get(id).is_some_and(|o| o.state.may_be_open()));
+        ids.push(cid);
+    }
+
+    fn touch(&mut self, symbol: &str) {
+        if !self.touched_all && !self.touched.contains(symbol) {
+            self.touched.insert(symbol.to_owned());
+        }
+    }
+
+    /// The symbols whose orders may have changed since the last call (None: any may
+    /// have), and forgets them.
+    pub fn take_touched(&mut self) -> Option<HashSet<String>> {
+        if std::mem::take(&mut self.touched_all) {
+            self.touched.clear();
+            return None;
+        }
+        Some(std::mem::take(&mut self.touched))
+    }
+
+    fn unindex(&mut self, symbol: &str, client_id: &str) {
+        if let Some(ids) = self.by_symbol.get_mut(symbol) {
+            ids.retain(|id| id != client_id);
+            if ids.is_empty() {
+                self.by_symbol.remove(symbol);
+            }
+        }
     }
 
     pub fn get(&self, client_id: &str) -> Option<&Order> {
@@ -351,7 +397,11 @@ impl OrderBook {
     }
 
     pub fn get_mut(&mut self, client_id: &str) -> Option<&mut Order> {
-        self.orders.get_mut(client_id)
+        let o = self.orders.get_mut(client_id)?;
+        if !self.touched_all && !self.touched.contains(o.symbol.as_str()) {
+            self.touched.insert(o.symbol.clone());
+        }
+        Some(o)
     }
 
     /// Records the exchange's order id (first answer from either side).
@@ -376,11 +426,18 @@ impl OrderBook {
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Order> {
+        self.touched_all = true;
         self.orders.values_mut()
     }
 
-    pub fn of_symbol<'a>(&'a self, symbol: &'a str) -> impl Iterator<Item = &'a Order> + 'a {
-        self.orders.values().filter(move |o| o.symbol == symbol)
+    /// The orders of `symbol` that may be open (not in a final state), oldest first.
+    pub fn open_of_symbol<'a>(&'a self, symbol: &'a str) -> impl Iterator<Item = &'a Order> + 'a {
+        self.by_symbol
+            .get(symbol)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.orders.get(id))
+            .filter(|o| o.state.may_be_open())
     }
 
     pub fn len(&self) -> usize {
@@ -405,9 +462,15 @@ impl OrderBook {
                 if let Some(oid) = o.order_id {
                     self.by_exchange_id.remove(&(o.symbol.clone(), oid));
                 }
+                self.unindex(&o.symbol, &o.client_id);
                 out.push(o);
             }
         }
+        let orders = &self.orders;
+        self.by_symbol.retain(|_, ids| {
+            ids.retain(|id| orders.get(id).is_some_and(|o| o.state.may_be_open()));
+            !ids.is_empty()
+        });
         out
     }
 }
