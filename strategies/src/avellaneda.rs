@@ -14,7 +14,7 @@
 //! Either way the quotes are kept at least `min_spread_bps` from the mid.
 
 use crate::params::{self, Check};
-use crate::quantize::finalize;
+use crate::quantize::finalize_in_place;
 use crate::{
     Balances, Context, Decimal, DesiredQuotes, Fill, MarketSnapshot, Quote, RefreshPolicy, Side,
     Strategy, StrategyError, bps,
@@ -493,15 +493,21 @@ impl Strategy for AvellanedaStrategy {
     fn on_timer(&mut self, _now_ms: u64) {}
 
     fn quotes(&mut self, ctx: &Context<'_>) -> DesiredQuotes {
+        let mut quotes = Vec::with_capacity(2);
+        self.quotes_into(ctx, &mut quotes);
+        DesiredQuotes { quotes }
+    }
+
+    fn quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) {
+        out.clear();
         let Some(state) = self.model(ctx) else {
             self.kappa.on_quotes(ctx.now_ms, Decimal::ZERO, None, None);
-            return DesiredQuotes::default();
+            return;
         };
         let qty = self.params.order_qty;
-        let mut raw = Vec::with_capacity(2);
         for (side, price) in [(Side::Buy, state.bid), (Side::Sell, state.ask)] {
             if let Some(price) = price.filter(|p| *p > Decimal::ZERO) {
-                raw.push(Quote {
+                out.push(Quote {
                     side,
                     price,
                     qty,
@@ -509,13 +515,12 @@ impl Strategy for AvellanedaStrategy {
                 });
             }
         }
-        let out = finalize(raw, ctx);
+        finalize_in_place(out, ctx);
         if self.params.estimate_kappa {
-            let price = |side| out.side(side).next().map(|q| q.price);
+            let price = |side| out.iter().find(|q| q.side == side).map(|q| q.price);
             self.kappa
                 .on_quotes(ctx.now_ms, state.mid, price(Side::Buy), price(Side::Sell));
         }
-        out
     }
 
     fn refresh_policy(&self) -> RefreshPolicy {
