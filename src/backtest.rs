@@ -25,11 +25,12 @@ use rust_decimal::prelude::ToPrimitive;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use strategies::diff::{Action, diff};
+use strategies::diff::{Action, diff_into};
 use strategies::pnl::PositionTracker;
-use strategies::risk::{RiskInput, RiskLimits, RiskState, check};
+use strategies::risk::{RiskDecision, RiskInput, RiskLimits, RiskState, check_into};
 use strategies::{
-    Balances, Context, Fill, LiveOrder, MarketSnapshot, Side, Strategy, StrategyError, SymbolRules,
+    Balances, Context, Fill, LiveOrder, MarketSnapshot, Quote, Side, Strategy, StrategyError,
+    SymbolRules,
 };
 
 const OURS: Owner = 0;
@@ -246,9 +247,7 @@ pub fn run_market(
                             trader.deliver(delivery);
                         }
                     }
-                    for action in trader.decide(d) {
-                        to_venue.push_back((d + cfg.order_latency_ms, action));
-                    }
+                    trader.decide(d, d + cfg.order_latency_ms, &mut to_venue);
                 }
                 _ => break,
             }
@@ -337,6 +336,8 @@ struct Venue {
     ours: Vec<(u64, Side, i64, Decimal, Decimal)>,
     next_market_id: OrderId,
     scratch: Vec<BookFill>,
+    /// Reused by `show` on every book update.
+    levels_scratch: Vec<i64>,
     placed: u64,
     cancelled: u64,
     rejected: u64,
@@ -364,6 +365,7 @@ impl Venue {
             ours: Vec::new(),
             next_market_id: MARKET_IDS,
             scratch: Vec::new(),
+            levels_scratch: Vec::new(),
             placed: 0,
             cancelled: 0,
             rejected: 0,
@@ -375,7 +377,9 @@ impl Venue {
             Some(inv) => price * inv,
             None => price / self.tick,
         };
-        t.round().to_i64().unwrap_or(i64::MAX)
+        strategies::quantize::round_dp(t, 0, rust_decimal::RoundingStrategy::MidpointNearestEven)
+            .to_i64()
+            .unwrap_or(i64::MAX)
     }
 
     /// Applies an order action; returns the id of a refused (would-cross) placement.
@@ -578,19 +582,21 @@ impl Venue {
         self.shown[s] = Some((touch, i64::from(depth.max(1))));
         self.shown_qty[s] = qty;
         self.drop_unneeded(side);
-        let mut ours_in_view: Vec<i64> = Vec::new();
+        let mut ours_in_view = std::mem::take(&mut self.levels_scratch);
+        ours_in_view.clear();
         for o in &self.ours {
             if o.1 == side && self.in_view(side, o.2) && !ours_in_view.contains(&o.2) {
                 ours_in_view.push(o.2);
             }
         }
-        for p in ours_in_view {
+        for &p in &ours_in_view {
             if Self::in_range(previous, side, p) {
                 self.adjust_level(side, p, qty);
             } else {
                 self.new_level(side, p, qty);
             }
         }
+        self.levels_scratch = ours_in_view;
     }
 
     /// A level that just came into view: its displayed size was there before any of our
@@ -691,6 +697,10 @@ struct Trader {
     /// A fill arrived since the last decision: re-measure the base share.
     filled: bool,
     base_share_pct: Option<(Decimal, Decimal)>,
+    /// Buffers reused by every decision.
+    desired: Vec<Quote>,
+    decision: RiskDecision,
+    actions: Vec<Action>,
 }
 
 impl Trader {
@@ -721,6 +731,9 @@ impl Trader {
             killed: None,
             filled: false,
             base_share_pct: None,
+            desired: Vec::new(),
+            decision: RiskDecision::default(),
+            actions: Vec::new(),
         }
     }
 
@@ -769,14 +782,16 @@ impl Trader {
         }
     }
 
-    /// Quote, risk-check and diff at `now_ms`; returns the actions for the venue.
-    fn decide(&mut self, now_ms: u64) -> Vec<VenueAction> {
+    /// Quote, risk-check and diff at `now_ms`; queues the actions for the venue at `at_ms`.
+    fn decide(&mut self, now_ms: u64, at_ms: u64, to_venue: &mut VecDeque<(u64, VenueAction)>) {
         let Some(market) = &self.market else {
-            return Vec::new();
+            return;
         };
         self.strategy.on_timer(now_ms);
+        // Once per decision; the strategy computes its own from the same snapshot.
+        let mid = market.mid();
         if std::mem::take(&mut self.filled)
-            && let Some(mid) = market.mid()
+            && let Some(mid) = mid
         {
             let value = self.base * mid + self.quote;
             if value > Decimal::ZERO {
@@ -806,8 +821,8 @@ impl Trader {
             balances: &balances,
             live: &self.live,
         };
-        let desired = self.strategy.quotes(&ctx);
-        let mark = market.mid().unwrap_or(market.best_bid);
+        self.strategy.quotes_into(&ctx, &mut self.desired);
+        let mark = mid.unwrap_or(market.best_bid);
         let input = RiskInput {
             now_ms,
             market,
@@ -815,20 +830,32 @@ impl Trader {
             daily_pnl: self.tracker.daily_pnl(now_ms, mark),
             live: &self.live,
         };
-        let decision = check(&self.limits, &mut self.risk, &input, &desired.quotes);
-        if decision.newly_killed
-            && let Some(k) = &decision.kill
+        check_into(
+            &self.limits,
+            &mut self.risk,
+            &input,
+            &self.desired,
+            &mut self.decision,
+        );
+        if self.decision.newly_killed
+            && let Some(k) = &self.decision.kill
         {
             self.killed = Some(k.to_string());
         }
         let policy = self.strategy.refresh_policy();
-        let actions = diff(&decision.allowed, &self.live, &policy, market, now_ms);
-        let mut out = Vec::with_capacity(actions.len());
-        for action in actions {
+        diff_into(
+            &self.decision.allowed,
+            &self.live,
+            &policy,
+            mid,
+            now_ms,
+            &mut self.actions,
+        );
+        for action in self.actions.drain(..) {
             match action {
                 Action::Cancel { id, .. } => {
                     self.live.retain(|o| o.id != id);
-                    out.push(VenueAction::Cancel { id });
+                    to_venue.push_back((at_ms, VenueAction::Cancel { id }));
                 }
                 Action::Place(q) => {
                     let id = self.next_id;
@@ -841,11 +868,10 @@ impl Trader {
                         placed_ms: now_ms,
                         level: q.level,
                     });
-                    out.push(VenueAction::Place { id, quote: q });
+                    to_venue.push_back((at_ms, VenueAction::Place { id, quote: q }));
                 }
             }
         }
-        out
     }
 }
 

@@ -14,7 +14,7 @@
 //! Either way the quotes are kept at least `min_spread_bps` from the mid.
 
 use crate::params::{self, Check};
-use crate::quantize::finalize;
+use crate::quantize::finalize_in_place;
 use crate::{
     Balances, Context, Decimal, DesiredQuotes, Fill, MarketSnapshot, Quote, RefreshPolicy, Side,
     Strategy, StrategyError, bps,
@@ -22,6 +22,7 @@ use crate::{
 use rust_decimal::MathematicalOps;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Deserialize;
+use std::cell::Cell;
 
 pub const NAME: &str = "avellaneda";
 
@@ -176,9 +177,24 @@ pub fn reservation_and_spread(
     tau_s: Decimal,
     kappa: Decimal,
 ) -> Option<(Decimal, Decimal)> {
+    reservation_and_spread_with(mid, q, gamma, sigma2, tau_s, || {
+        Some(Decimal::TWO / gamma * ln_1p(gamma / kappa)?)
+    })
+}
+
+/// [`reservation_and_spread`] with the liquidity term (2/γ)·ln(1 + γ/κ) supplied, so a caller
+/// that keeps γ and κ can compute it once.
+fn reservation_and_spread_with(
+    mid: Decimal,
+    q: Decimal,
+    gamma: Decimal,
+    sigma2: Decimal,
+    tau_s: Decimal,
+    liquidity: impl FnOnce() -> Option<Decimal>,
+) -> Option<(Decimal, Decimal)> {
     let risk = gamma.checked_mul(sigma2)?.checked_mul(tau_s)?;
     let r = mid - q * risk;
-    let delta = risk + Decimal::TWO / gamma * ln_1p(gamma / kappa)?;
+    let delta = risk + liquidity()?;
     Some((r, delta))
 }
 
@@ -214,6 +230,8 @@ pub struct VolatilityEstimator {
     last: Option<(u64, Decimal)>,
     variance: Decimal,
     samples: u32,
+    /// `sigma2_per_s`, recomputed only when a sample changes the variance.
+    sigma2_per_s: Option<Decimal>,
 }
 
 impl VolatilityEstimator {
@@ -225,6 +243,7 @@ impl VolatilityEstimator {
             last: None,
             variance: Decimal::ZERO,
             samples: 0,
+            sigma2_per_s: None,
         }
     }
 
@@ -246,6 +265,8 @@ impl VolatilityEstimator {
                     self.alpha * sample + (Decimal::ONE - self.alpha) * self.variance
                 };
                 self.samples = self.samples.saturating_add(1);
+                self.sigma2_per_s = (self.samples >= self.window)
+                    .then(|| self.variance * Decimal::from(1000) / Decimal::from(self.interval_ms));
                 self.last = Some((ts_ms, mid));
             }
         }
@@ -253,8 +274,7 @@ impl VolatilityEstimator {
 
     /// σ² in quote²/second, once the window has warmed up.
     pub fn sigma2_per_s(&self) -> Option<Decimal> {
-        (self.samples >= self.window)
-            .then(|| self.variance * Decimal::from(1000) / Decimal::from(self.interval_ms))
+        self.sigma2_per_s
     }
 }
 
@@ -363,6 +383,11 @@ pub struct AvellanedaStrategy {
     params: AvellanedaParams,
     volatility: VolatilityEstimator,
     kappa: KappaEstimator,
+    /// ln(1 + γ/κ) for the last κ used (keyed by its exact representation): a series of
+    /// Decimal divisions that only changes when κ does (with `estimate_kappa`).
+    ln_1p_gamma_kappa: Cell<Option<([u8; 16], Option<Decimal>)>>,
+    /// 2/γ, a constant of the finite-horizon spread.
+    two_over_gamma: Decimal,
 }
 
 /// What the model computed for one quote round, for logs and tests.
@@ -389,8 +414,23 @@ impl AvellanedaStrategy {
                 params.volatility_window,
             ),
             kappa: KappaEstimator::default(),
+            ln_1p_gamma_kappa: Cell::new(None),
+            two_over_gamma: Decimal::TWO / params.gamma,
             params,
         })
+    }
+
+    /// ln(1 + γ/κ), computed again only when κ changes; the same value as computing it.
+    fn ln_1p_gamma_over(&self, kappa: Decimal) -> Option<Decimal> {
+        let key = kappa.serialize();
+        if let Some((k, v)) = self.ln_1p_gamma_kappa.get()
+            && k == key
+        {
+            return v;
+        }
+        let v = ln_1p(self.params.gamma / kappa);
+        self.ln_1p_gamma_kappa.set(Some((key, v)));
+        v
     }
 
     pub fn params(&self) -> &AvellanedaParams {
@@ -435,13 +475,15 @@ impl AvellanedaStrategy {
                 let len = p.session_length_ms;
                 let end = (ctx.now_ms / len + 1) * len;
                 let tau = Decimal::from(end - ctx.now_ms) / Decimal::from(1000);
-                let (r, delta) = reservation_and_spread(mid, q, p.gamma, sigma2, tau, kappa)?;
+                let (r, delta) = reservation_and_spread_with(mid, q, p.gamma, sigma2, tau, || {
+                    Some(self.two_over_gamma * self.ln_1p_gamma_over(kappa)?)
+                })?;
                 let half = delta / Decimal::TWO;
                 (r, delta, Some(r - half), Some(r + half))
             }
             Horizon::Infinite => {
                 let (rb, ra) = infinite_reservation(mid, q, p.gamma, p.max_inventory_units);
-                let liquidity = ln_1p(p.gamma / kappa)? / p.gamma;
+                let liquidity = self.ln_1p_gamma_over(kappa)? / p.gamma;
                 let bid = rb.map(|r| r - liquidity);
                 let ask = ra.map(|r| r + liquidity);
                 let (r, spread) = match (bid, ask) {
@@ -493,15 +535,21 @@ impl Strategy for AvellanedaStrategy {
     fn on_timer(&mut self, _now_ms: u64) {}
 
     fn quotes(&mut self, ctx: &Context<'_>) -> DesiredQuotes {
+        let mut quotes = Vec::with_capacity(2);
+        self.quotes_into(ctx, &mut quotes);
+        DesiredQuotes { quotes }
+    }
+
+    fn quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) {
+        out.clear();
         let Some(state) = self.model(ctx) else {
             self.kappa.on_quotes(ctx.now_ms, Decimal::ZERO, None, None);
-            return DesiredQuotes::default();
+            return;
         };
         let qty = self.params.order_qty;
-        let mut raw = Vec::with_capacity(2);
         for (side, price) in [(Side::Buy, state.bid), (Side::Sell, state.ask)] {
             if let Some(price) = price.filter(|p| *p > Decimal::ZERO) {
-                raw.push(Quote {
+                out.push(Quote {
                     side,
                     price,
                     qty,
@@ -509,13 +557,12 @@ impl Strategy for AvellanedaStrategy {
                 });
             }
         }
-        let out = finalize(raw, ctx);
+        finalize_in_place(out, ctx);
         if self.params.estimate_kappa {
-            let price = |side| out.side(side).next().map(|q| q.price);
+            let price = |side| out.iter().find(|q| q.side == side).map(|q| q.price);
             self.kappa
                 .on_quotes(ctx.now_ms, state.mid, price(Side::Buy), price(Side::Sell));
         }
-        out
     }
 
     fn refresh_policy(&self) -> RefreshPolicy {

@@ -47,19 +47,21 @@ pub enum Action {
 
 /// Whether the order sits closer to the mid than `min_spread_bps` on its passive side (or has
 /// drifted past the mid). Compared as distance < bps·mid: no division on the hot path.
-fn inside_min_spread(side: Side, price: Decimal, mid: Decimal, min_spread_bps: Decimal) -> bool {
+/// Whether an order at `price` sits closer to the mid than `min_distance` (= min spread × mid).
+fn inside_min_spread(side: Side, price: Decimal, mid: Decimal, min_distance: Decimal) -> bool {
     let distance = match side {
         Side::Buy => mid - price,
         Side::Sell => price - mid,
     };
-    distance < bps(min_spread_bps) * mid
+    distance < min_distance
 }
 
-fn within_tolerance(live: Decimal, desired: Decimal, tolerance_bps: Decimal) -> bool {
+/// `tolerance` is the refresh tolerance as a fraction (bps already applied).
+fn within_tolerance(live: Decimal, desired: Decimal, tolerance: Decimal) -> bool {
     if desired.is_zero() {
         return live == desired;
     }
-    (live - desired).abs() <= bps(tolerance_bps) * desired.abs()
+    (live - desired).abs() <= tolerance * desired.abs()
 }
 
 pub fn diff(
@@ -69,24 +71,72 @@ pub fn diff(
     market: &MarketSnapshot,
     now_ms: u64,
 ) -> Vec<Action> {
-    let mid = market.mid();
-    let mut matched = vec![false; desired.len()];
-    let mut cancels = Vec::new();
+    let mut out = Vec::new();
+    diff_into(desired, live, policy, market.mid(), now_ms, &mut out);
+    out
+}
+
+/// Which desired quotes a live order already covers: a bit set for up to 64 quotes (every
+/// real configuration), a vector beyond.
+struct Matched {
+    bits: u64,
+    spill: Vec<bool>,
+}
+
+impl Matched {
+    fn new(n: usize) -> Self {
+        Matched {
+            bits: 0,
+            spill: if n > 64 { vec![false; n] } else { Vec::new() },
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        if self.spill.is_empty() {
+            self.bits & (1 << i) != 0
+        } else {
+            self.spill[i]
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        if self.spill.is_empty() {
+            self.bits |= 1 << i;
+        } else {
+            self.spill[i] = true;
+        }
+    }
+}
+
+/// [`diff`] into the caller's buffer (cleared first), with the market's mid already computed
+/// (`market.mid()`), for a hot loop that reuses both.
+pub fn diff_into(
+    desired: &[Quote],
+    live: &[LiveOrder],
+    policy: &RefreshPolicy,
+    mid: Option<Decimal>,
+    now_ms: u64,
+    out: &mut Vec<Action>,
+) {
+    out.clear();
+    let tolerance = bps(policy.tolerance_bps);
+    let min_distance = mid.map(|mid| bps(policy.min_spread_bps) * mid);
+    let mut matched = Matched::new(desired.len());
     for order in live {
         let aged = policy
             .max_order_age_ms
             .is_some_and(|max| now_ms.saturating_sub(order.placed_ms) >= max);
         if aged {
-            cancels.push(Action::Cancel {
+            out.push(Action::Cancel {
                 id: order.id,
                 reason: CancelReason::Aged,
             });
             continue;
         }
-        if let Some(mid) = mid
-            && inside_min_spread(order.side, order.price, mid, policy.min_spread_bps)
+        if let (Some(mid), Some(min_distance)) = (mid, min_distance)
+            && inside_min_spread(order.side, order.price, mid, min_distance)
         {
-            cancels.push(Action::Cancel {
+            out.push(Action::Cancel {
                 id: order.id,
                 reason: CancelReason::InsideMinSpread,
             });
@@ -95,34 +145,32 @@ pub fn diff(
         let slot = desired
             .iter()
             .enumerate()
-            .position(|(i, q)| !matched[i] && q.side == order.side && q.level == order.level);
+            .position(|(i, q)| !matched.get(i) && q.side == order.side && q.level == order.level);
         let reason = match slot {
             None => CancelReason::NotDesired,
             Some(i) => {
                 // The slot is consumed either way: kept, or replaced by this desired quote.
                 let q = &desired[i];
-                if !within_tolerance(order.price, q.price, policy.tolerance_bps) {
+                if !within_tolerance(order.price, q.price, tolerance) {
                     CancelReason::Repriced
                 } else if order.qty > q.qty {
                     CancelReason::Resized
                 } else {
-                    matched[i] = true;
+                    matched.set(i);
                     continue;
                 }
             }
         };
-        cancels.push(Action::Cancel {
+        out.push(Action::Cancel {
             id: order.id,
             reason,
         });
     }
-    let places = desired
-        .iter()
-        .zip(&matched)
-        .filter(|(_, m)| !**m)
-        .map(|(q, _)| Action::Place(q.clone()));
-    cancels.extend(places);
-    cancels
+    for (i, q) in desired.iter().enumerate() {
+        if !matched.get(i) {
+            out.push(Action::Place(q.clone()));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -187,6 +187,11 @@ pub trait Strategy: Send {
     /// The full set of orders the strategy wants resting, already quantized
     /// (see [`quantize::finalize`]).
     fn quotes(&mut self, ctx: &Context<'_>) -> DesiredQuotes;
+    /// [`Strategy::quotes`] into the caller's buffer, which a hot loop (the backtest) reuses
+    /// instead of allocating per decision. Same quotes, same order.
+    fn quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) {
+        *out = self.quotes(ctx).quotes;
+    }
     fn refresh_policy(&self) -> RefreshPolicy;
 }
 

@@ -208,12 +208,14 @@ pub struct RiskDecision {
     pub newly_killed: bool,
 }
 
-fn refuse_all(state: &mut RiskState, desired: &[Quote], refusal: Refusal) -> Vec<(Quote, Refusal)> {
+fn refuse_all(
+    state: &mut RiskState,
+    desired: &[Quote],
+    refusal: Refusal,
+    out: &mut Vec<(Quote, Refusal)>,
+) {
     state.refusals[refusal.index()] += desired.len() as u64;
-    desired
-        .iter()
-        .map(|q| (q.clone(), refusal.clone()))
-        .collect()
+    out.extend(desired.iter().map(|q| (q.clone(), refusal.clone())));
 }
 
 pub fn check(
@@ -222,6 +224,23 @@ pub fn check(
     input: &RiskInput<'_>,
     desired: &[Quote],
 ) -> RiskDecision {
+    let mut decision = RiskDecision::default();
+    check_into(limits, state, input, desired, &mut decision);
+    decision
+}
+
+/// [`check`] into the caller's decision, whose vectors a hot loop (the backtest) reuses.
+pub fn check_into(
+    limits: &RiskLimits,
+    state: &mut RiskState,
+    input: &RiskInput<'_>,
+    desired: &[Quote],
+    decision: &mut RiskDecision,
+) {
+    decision.allowed.clear();
+    decision.refused.clear();
+    decision.kill = None;
+    decision.newly_killed = false;
     let mut newly_killed = false;
     if state.killed.is_none()
         && let Some(limit) = limits.max_daily_loss
@@ -234,39 +253,61 @@ pub fn check(
         newly_killed = true;
     }
     if let Some(reason) = &state.killed {
-        let kill = Some(reason.clone());
-        return RiskDecision {
-            allowed: Vec::new(),
-            refused: refuse_all(state, desired, Refusal::Killed),
-            kill,
-            newly_killed,
-        };
+        decision.kill = Some(reason.clone());
+        decision.newly_killed = newly_killed;
+        refuse_all(state, desired, Refusal::Killed, &mut decision.refused);
+        return;
     }
     if let Some(limit_ms) = limits.stale_after_ms {
         let age_ms = input.now_ms.saturating_sub(input.market.ts_ms);
         if age_ms > limit_ms {
-            return RiskDecision {
-                refused: refuse_all(state, desired, Refusal::StaleData { age_ms, limit_ms }),
-                ..RiskDecision::default()
-            };
+            refuse_all(
+                state,
+                desired,
+                Refusal::StaleData { age_ms, limit_ms },
+                &mut decision.refused,
+            );
+            return;
         }
     }
 
-    let mut order: Vec<&Quote> = desired.iter().collect();
-    order.sort_by_key(|q| (q.side, q.level));
+    let key = |q: &Quote| (q.side, q.level);
+    // Strategies hand over their quotes already in (side, level) order (the balance cap sorts
+    // them); a stable sort would leave them as they are, so only other orders need one.
+    let sorted_copy: Vec<&Quote>;
+    let order: &mut dyn Iterator<Item = &Quote> = if desired.is_sorted_by_key(key) {
+        &mut desired.iter()
+    } else {
+        let mut v: Vec<&Quote> = desired.iter().collect();
+        v.sort_by_key(|q| key(q));
+        sorted_copy = v;
+        &mut sorted_copy.iter().copied()
+    };
     let position = input.position_base;
-    let mark = input.market.mid().or(input.market.last);
-    let mut allowed = Vec::with_capacity(desired.len());
-    let mut refused = Vec::new();
+    // Only the quote-exposure limit values the position at a mark.
+    let mark = if limits.max_quote_exposure.is_some() {
+        input.market.mid().or(input.market.last)
+    } else {
+        None
+    };
+    let allowed = &mut decision.allowed;
+    let refused = &mut decision.refused;
     // Per side: orders accepted, base they add (signed), quote value they add (signed).
     let mut count = [0u32; 2];
     let mut base = [Decimal::ZERO; 2];
     let mut value = [Decimal::ZERO; 2];
     for q in order {
         let s = q.side as usize;
-        let sign = match q.side {
-            Side::Buy => Decimal::ONE,
-            Side::Sell => Decimal::NEGATIVE_ONE,
+        // ±1 × x, as the product would give it (a zero product is the plain zero).
+        let signed = |x: Decimal| {
+            if x.is_zero() {
+                Decimal::ZERO
+            } else {
+                match q.side {
+                    Side::Buy => x,
+                    Side::Sell => -x,
+                }
+            }
         };
         let refusal = if limits
             .max_open_orders_per_side
@@ -277,7 +318,7 @@ pub fn check(
             })
         } else {
             let before = position + base[s];
-            let after = before + sign * q.qty;
+            let after = before + signed(q.qty);
             let position_refusal = limits.max_base_position.and_then(|limit| {
                 (after.abs() > limit && after.abs() > before.abs()).then_some(
                     Refusal::MaxBasePosition {
@@ -290,7 +331,7 @@ pub fn check(
                 let limit = limits.max_quote_exposure?;
                 let held = position * mark.unwrap_or(q.price);
                 let before = held + value[s];
-                let after = before + sign * q.price * q.qty;
+                let after = before + signed(q.price * q.qty);
                 (after.abs() > limit && after.abs() > before.abs()).then_some(
                     Refusal::MaxQuoteExposure {
                         would_be: after,
@@ -306,17 +347,14 @@ pub fn check(
             }
             None => {
                 count[s] += 1;
-                base[s] += sign * q.qty;
-                value[s] += sign * q.price * q.qty;
+                base[s] += signed(q.qty);
+                // Read only by the quote-exposure limit.
+                if limits.max_quote_exposure.is_some() {
+                    value[s] += signed(q.price * q.qty);
+                }
                 allowed.push(q.clone());
             }
         }
-    }
-    RiskDecision {
-        allowed,
-        refused,
-        kill: None,
-        newly_killed: false,
     }
 }
 

@@ -5,7 +5,7 @@
 //! skew, price ceiling/floor, a per-side pause after a fill and ping-pong.
 
 use crate::params::{self, Check};
-use crate::quantize::finalize;
+use crate::quantize::{finalize, finalize_in_place};
 use crate::{
     Balances, Context, Decimal, DesiredQuotes, Fill, MarketSnapshot, Quote, RefreshPolicy, Side,
     Strategy, StrategyError, bps,
@@ -208,9 +208,12 @@ pub fn inventory_skew(
     // finer steps would make the order diff replace orders for size jitter alone (the
     // backtest showed about two replacements per tick). Rounding is monotone, so the skew
     // still never leans the wrong way; small operands also keep Decimal on its fast path.
-    let skew = ((base_value - target_value) / range_value)
-        .round_dp(2)
-        .clamp(Decimal::NEGATIVE_ONE, Decimal::ONE);
+    let skew = crate::quantize::round_dp(
+        (base_value - target_value) / range_value,
+        2,
+        rust_decimal::RoundingStrategy::MidpointNearestEven,
+    )
+    .clamp(Decimal::NEGATIVE_ONE, Decimal::ONE);
     let bid_ratio = Decimal::ONE - skew;
     Some(InventorySkew {
         bid_ratio,
@@ -223,6 +226,10 @@ pub struct SpreadStrategy {
     params: SpreadParams,
     /// Per level: price multipliers from the reference (1 ∓ spread) and quantity, computed once.
     levels: Vec<LevelShape>,
+    /// The inventory skew range in base: all levels' size × the range multiplier.
+    skew_range: Decimal,
+    /// `inventory_price_skew_bps` as a fraction.
+    price_skew: Decimal,
     /// Multipliers of the mid that new quotes may not cross (1 ∓ min_spread).
     min_bid_factor: Decimal,
     min_ask_factor: Decimal,
@@ -255,6 +262,8 @@ impl SpreadStrategy {
             .collect();
         Ok(SpreadStrategy {
             levels,
+            skew_range: params.total_order_qty() * params.inventory_range_multiplier,
+            price_skew: bps(params.inventory_price_skew_bps),
             min_bid_factor: Decimal::ONE - bps(params.min_spread_bps),
             min_ask_factor: Decimal::ONE + bps(params.min_spread_bps),
             params,
@@ -269,9 +278,17 @@ impl SpreadStrategy {
 
     /// The quotes before balance caps and quantization.
     pub fn raw_quotes(&self, ctx: &Context<'_>) -> Vec<Quote> {
+        let mut quotes = Vec::with_capacity(2 * self.params.levels as usize);
+        self.raw_quotes_into(ctx, &mut quotes);
+        quotes
+    }
+
+    /// [`Self::raw_quotes`] into `quotes` (cleared first).
+    fn raw_quotes_into(&self, ctx: &Context<'_>, quotes: &mut Vec<Quote>) {
+        quotes.clear();
         let p = &self.params;
         let Some(reference) = p.price_source.price(ctx.market) else {
-            return Vec::new();
+            return;
         };
         let mut sides = [true, true];
         if p.price_ceiling.is_some_and(|c| reference > c) {
@@ -287,15 +304,19 @@ impl SpreadStrategy {
         }
         let (mut bid_ratio, mut ask_ratio, mut shift) = (Decimal::ONE, Decimal::ONE, Decimal::ZERO);
         if p.inventory_skew_enabled {
-            let range = p.total_order_qty() * p.inventory_range_multiplier;
-            match inventory_skew(ctx.balances, reference, p.inventory_target_base_pct, range) {
+            match inventory_skew(
+                ctx.balances,
+                reference,
+                p.inventory_target_base_pct,
+                self.skew_range,
+            ) {
                 Some(s) => {
                     bid_ratio = s.bid_ratio;
                     ask_ratio = s.ask_ratio;
-                    shift = -s.skew * bps(p.inventory_price_skew_bps);
+                    shift = -s.skew * self.price_skew;
                 }
                 // Nothing to skew against: an empty portfolio cannot quote either side.
-                None => return Vec::new(),
+                None => return,
             }
         }
         // Ping-pong removes the closest levels of the side that filled last.
@@ -311,9 +332,18 @@ impl SpreadStrategy {
             };
             u32::try_from(n).unwrap_or(u32::MAX)
         };
-        let center = reference * (Decimal::ONE + shift);
-        let mid = ctx.market.mid();
-        let mut quotes = Vec::with_capacity(2 * p.levels as usize);
+        // Without a price skew the shift is exactly zero and reference × 1 is the reference
+        // itself, value and scale.
+        let center = if shift.is_zero() {
+            reference
+        } else {
+            reference * (Decimal::ONE + shift)
+        };
+        // The mid price source already is the mid: no second computation.
+        let mid = match p.price_source {
+            PriceSource::Mid => Some(reference),
+            _ => ctx.market.mid(),
+        };
         for shape in &self.levels {
             let level = shape.level;
             if sides[Side::Buy as usize] && level >= skip(Side::Buy) {
@@ -341,7 +371,6 @@ impl SpreadStrategy {
                 });
             }
         }
-        quotes
     }
 }
 
@@ -374,6 +403,11 @@ impl Strategy for SpreadStrategy {
 
     fn quotes(&mut self, ctx: &Context<'_>) -> DesiredQuotes {
         finalize(self.raw_quotes(ctx), ctx)
+    }
+
+    fn quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) {
+        self.raw_quotes_into(ctx, out);
+        finalize_in_place(out, ctx);
     }
 
     fn refresh_policy(&self) -> RefreshPolicy {
