@@ -188,14 +188,18 @@ impl BalanceBook {
         {
             return; // older than our base: a late duplicate
         }
-        // Same time and same values: a duplicate frame.
-        if h.checkpoints
-            .iter()
-            .any(|c| c.time_ms == time_ms && c.balance == balance)
+        let pos = h.checkpoints.partition_point(|c| c.time_ms <= time_ms);
+        // The same values as the latest state at the same time: the same update again (the
+        // legacy outboundAccountInfo beside outboundAccountPosition, or a replay). Only the
+        // latest: within one millisecond a quote can lock, unlock and lock the same amount
+        // again (A, B, A), and that second A is the account's state, not a repeat. Frames
+        // repeated byte for byte never get here: the user stream drops them by hash.
+        if pos > 0
+            && h.checkpoints[pos - 1].time_ms == time_ms
+            && h.checkpoints[pos - 1].balance == balance
         {
             return;
         }
-        let pos = h.checkpoints.partition_point(|c| c.time_ms <= time_ms);
         let first_ever = h.checkpoints.is_empty();
         h.checkpoints.insert(
             pos,
@@ -353,6 +357,23 @@ mod tests {
         b.observe("BTC", bal(dec!(0.7), dec!(0)), 50, 3); // older than the snapshot
         assert!(b.judge(1000, 100).is_empty());
         assert_eq!(b.balance("BTC"), Some(&bal(dec!(1.5), dec!(0))));
+    }
+
+    /// Seen in daemon_reconcile under load: a quote locked, was cancelled and was placed
+    /// again at the same price within one millisecond. The second lock was taken for a
+    /// repeat of the first and dropped, and the daemon reported the unlocked state.
+    #[test]
+    fn a_state_repeated_within_one_millisecond_is_the_latest() {
+        let mut b = BalanceBook::default();
+        b.reset([("USDT".to_owned(), bal(dec!(100), dec!(0)))], 100, 0);
+        let locked = bal(dec!(70.02), dec!(29.98));
+        let unlocked = bal(dec!(100), dec!(0));
+        b.observe("USDT", locked.clone(), 200, 1);
+        b.observe("USDT", locked.clone(), 200, 1); // the same update again
+        b.observe("USDT", unlocked, 200, 1);
+        b.observe("USDT", locked.clone(), 200, 1);
+        assert_eq!(b.balance("USDT"), Some(&locked));
+        assert!(b.judge(1000, 100).is_empty());
     }
 
     #[test]
