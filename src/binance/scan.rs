@@ -96,17 +96,36 @@ impl<'a> Cur<'a> {
     /// the former is left to the validating path to unescape).
     #[inline]
     fn str_body(&mut self) -> Option<&'a str> {
-        let rest = &self.s.as_bytes()[self.i..];
-        let n = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        if rest[n] != b'"' {
+        let bytes = self.s.as_bytes();
+        let start = self.i;
+        let mut j = start;
+        // Eight bytes at a time; the scalar loop only for the last few.
+        while let Some(chunk) = bytes.get(j..j + 8) {
+            let special = special_bytes(u64::from_le_bytes(chunk.try_into().ok()?));
+            if special != 0 {
+                j += (special.trailing_zeros() / 8) as usize;
+                return self.close_str(start, j);
+            }
+            j += 8;
+        }
+        while let Some(&c) = bytes.get(j) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                return self.close_str(start, j);
+            }
+            j += 1;
+        }
+        None
+    }
+
+    /// `j` is the first special byte after `start`: the string ends there if it is a quote.
+    #[inline]
+    fn close_str(&mut self, start: usize, j: usize) -> Option<&'a str> {
+        if self.s.as_bytes()[j] != b'"' {
             return None;
         }
-        let start = self.i;
-        self.i += n + 1;
+        self.i = j + 1;
         // Both ends are ASCII, so this is a char boundary.
-        Some(&self.s[start..start + n])
+        Some(&self.s[start..j])
     }
 
     fn digits1(&mut self) -> Option<()> {
@@ -141,6 +160,21 @@ impl<'a> Cur<'a> {
         }
         Some(&self.s[start..self.i])
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// A mask whose lowest set bit is the high bit of the first byte (in memory order)
+/// of `x` that is `"`, `\` or below 0x20; zero when there is none. The classic
+/// zero-byte tests: a borrow can flag a byte spuriously only *above* a truly flagged
+/// one, so the lowest flag is exact (bytes >= 0x80 are never flagged).
+#[inline]
+fn special_bytes(x: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    zero(x ^ (ONES * u64::from(b'"')))
+        | zero(x ^ (ONES * u64::from(b'\\')))
+        | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
 }
 
 /// A JSON integer as serde_json deserializes it into a `u64`: digits only, in range.
@@ -330,8 +364,12 @@ impl<'a> Cur<'a> {
         loop {
             self.lit(b"\"")?;
             let key = self.str_body()?;
-            self.ws();
-            self.lit(b":")?;
+            if self.peek() == Some(b':') {
+                self.i += 1;
+            } else {
+                self.ws();
+                self.lit(b":")?;
+            }
             self.ws();
             let v = match self.peek()? {
                 b'"' => {
@@ -541,6 +579,30 @@ mod tests {
         assert_eq!(json_i64("9223372036854775808"), None);
         for n in ["-0", "1.0", "1e3", "-9223372036854775809"] {
             assert!(serde_json::from_str::<i64>(n).is_err(), "{n}");
+        }
+    }
+
+    /// The eight-at-a-time string scan against a byte-by-byte reference, with each
+    /// special byte (and a non-ASCII character) at every position of short strings.
+    #[test]
+    fn str_body_matches_a_bytewise_scan() {
+        fn reference(s: &str) -> Option<&str> {
+            let n = s
+                .bytes()
+                .position(|c| c == b'"' || c == b'\\' || c < 0x20)?;
+            (s.as_bytes()[n] == b'"').then(|| &s[..n])
+        }
+        for len in 0..24 {
+            for pos in 0..=len {
+                for special in ["\"", "\\", "\u{1}", "\u{1f}", "\n", "é", " ", "\u{7f}"] {
+                    let mut s: String = "abcdefghijklmnopqrstuvwxyz".chars().take(len).collect();
+                    s.insert_str(pos, special);
+                    s.push('"');
+                    s.push_str("tail\\");
+                    let mut c = Cur::new(&s);
+                    assert_eq!(c.str_body(), reference(&s), "{s:?}");
+                }
+            }
         }
     }
 
