@@ -94,7 +94,7 @@ impl<'a> Cur<'a> {
     /// After an opening quote: the string up to the closing quote, which is consumed.
     /// `None` on an escape or a control character (serde_json rejects the latter;
     /// the former is left to the validating path to unescape).
-    #[inline]
+    #[inline(always)]
     fn str_body(&mut self) -> Option<&'a str> {
         let bytes = self.s.as_bytes();
         let start = self.i;
@@ -363,7 +363,16 @@ impl<'a> Cur<'a> {
         }
         loop {
             self.lit(b"\"")?;
-            let key = self.str_body()?;
+            // Binance's keys are mostly one byte: take those without the general scan
+            // (a printable ASCII byte other than `"` and `\`, then the closing quote).
+            let bytes = self.s.as_bytes();
+            let key = match (bytes.get(self.i), bytes.get(self.i + 1)) {
+                (Some(&c), Some(b'"')) if (0x20..0x80).contains(&c) && c != b'"' && c != b'\\' => {
+                    self.i += 2;
+                    &self.s[self.i - 2..self.i - 1]
+                }
+                _ => self.str_body()?,
+            };
             if self.peek() == Some(b':') {
                 self.i += 1;
             } else {
