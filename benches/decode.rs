@@ -1,6 +1,7 @@
 //! Decode and sign benches (issue 6): `decode/ticker_arr` on a 2,000-symbol frame
 //! against an owned serde_json decode and a memcpy of the same bytes; one bookTicker,
-//! one executionReport, one order signature.
+//! one executionReport, one order signature, each next to its reference (the serde
+//! decoders the scanners fall back to, the `hmac` crate) for a same-binary A/B.
 //!
 //! cargo bench --bench decode -- --warm-up-time 1 --measurement-time 3
 
@@ -9,6 +10,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mmd::binance::decode::{
     SymbolSet, decode_market_frame, decode_market_frame_validating, decode_user_event,
+    decode_user_event_keyed, decode_user_event_keyed_validating,
 };
 use mmd::binance::sign::{HmacSigner, rest_payload};
 use mmd::binance::testing::{book_ticker_frame, execution_report_frame, ticker_arr_frame};
@@ -101,9 +103,23 @@ fn small_frames(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    c.bench_function("decode/book_ticker_serde_reference", |b| {
+        b.iter(|| {
+            out.clear();
+            decode_market_frame_validating(black_box(&book), &wanted, &mut out).unwrap();
+            black_box(out.len())
+        })
+    });
     let er = execution_report_frame(8_641_984);
     c.bench_function("decode/execution_report", |b| {
         b.iter(|| black_box(decode_user_event(black_box(&er)).unwrap()))
+    });
+    // What the stream task calls: the event plus its dedup key.
+    c.bench_function("decode/execution_report_keyed", |b| {
+        b.iter(|| black_box(decode_user_event_keyed(black_box(&er)).unwrap()))
+    });
+    c.bench_function("decode/execution_report_serde_reference", |b| {
+        b.iter(|| black_box(decode_user_event_keyed_validating(black_box(&er)).unwrap()))
     });
     let signer =
         HmacSigner::new(b"NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j");
@@ -120,6 +136,19 @@ fn small_frames(c: &mut Criterion) {
     ]);
     c.bench_function("sign/order_hmac_hex", |b| {
         b.iter(|| black_box(signer.sign_hex(black_box(payload.as_bytes()))))
+    });
+    // The previous implementation: clone the keyed hmac crate state, hex::encode.
+    use hmac::{KeyInit, Mac};
+    let keyed = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(
+        b"NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
+    )
+    .unwrap();
+    c.bench_function("sign/order_hmac_crate_reference", |b| {
+        b.iter(|| {
+            let mut mac = keyed.clone();
+            mac.update(black_box(payload.as_bytes()));
+            black_box(hex::encode(mac.finalize().into_bytes()))
+        })
     });
 }
 

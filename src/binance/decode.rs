@@ -8,6 +8,12 @@
 //! commitment) and only interpreted once the event type is known. That lets one pass
 //! cover every envelope Binance has used, and lets the market decoder drop symbols
 //! nobody asked for without ever building a `String` for them.
+//!
+//! The hot frames skip even that when they can: `!ticker@arr` has its own scanner
+//! below, and one `bookTicker` or `executionReport` in Binance's layout is read by
+//! the strict scanners of `binance/scan.rs`, which fall back to the serde path here
+//! whenever they are unsure. `*_validating` entry points run serde only: the
+//! references the scanners are tested and fuzzed against.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -18,6 +24,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::scan;
 use super::types::{
     AccountInfo, AccountPosition, BalanceUpdate, BookTicker, ExecutionReport, MarketEvent, Ticker,
     UserEvent,
@@ -251,6 +258,31 @@ pub fn decode_user_event(frame: &str) -> Result<UserEvent, DecodeError> {
 /// the same key even though each subscription wraps it with its own id.
 pub fn decode_user_event_keyed(frame: &str) -> Result<(UserEvent, u64), DecodeError> {
     check_size(frame, MAX_USER_FRAME_BYTES)?;
+    if let Some((er, object)) = scan::execution_report(frame) {
+        return Ok((UserEvent::ExecutionReport(Box::new(er)), frame_hash(object)));
+    }
+    decode_user_validated(frame)
+}
+
+/// [`decode_user_event_keyed`] without the `executionReport` scanner: every frame
+/// goes through serde. The reference the scanner is tested against.
+pub fn decode_user_event_keyed_validating(frame: &str) -> Result<(UserEvent, u64), DecodeError> {
+    check_size(frame, MAX_USER_FRAME_BYTES)?;
+    decode_user_validated(frame)
+}
+
+/// Runs only the `executionReport` scanner: `None` means it was unsure (or the frame
+/// is another event) and [`decode_user_event_keyed`] would have used serde. For
+/// tests and fuzzing.
+pub fn scan_execution_report_only(frame: &str) -> Option<(UserEvent, u64)> {
+    if frame.len() > MAX_USER_FRAME_BYTES {
+        return None;
+    }
+    scan::execution_report(frame)
+        .map(|(er, object)| (UserEvent::ExecutionReport(Box::new(er)), frame_hash(object)))
+}
+
+fn decode_user_validated(frame: &str) -> Result<(UserEvent, u64), DecodeError> {
     let outer: UserEnvelope = serde_json::from_str(frame)?;
     let (object, ev) = match (outer.e, outer.event) {
         (Some(e), _) => (frame, decode_user_object(frame, e, &outer)?),
@@ -265,9 +297,13 @@ pub fn decode_user_event_keyed(frame: &str) -> Result<(UserEvent, u64), DecodeEr
 }
 
 /// Stable within a process; used only to recognise frames seen twice.
+///
+/// foldhash's quality hasher with a fixed seed: 64 well-mixed bits (a false
+/// "duplicate" among the few thousand recent frames kept is ~2^-50), at a fraction
+/// of SipHash's cost, which was a seventh of decoding one executionReport.
 pub fn frame_hash(text: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(text.as_bytes())
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x6d6d_645f_6672_616d).hash_one(text.as_bytes())
 }
 
 fn decode_user_object(
@@ -347,11 +383,36 @@ pub fn decode_market_frame(
     out: &mut Vec<MarketEvent>,
 ) -> Result<(), DecodeError> {
     check_size(frame, MAX_FRAME_BYTES)?;
+    if let Some(t) = scan::book_ticker(frame) {
+        if wanted.contains(t.symbol) {
+            out.push(MarketEvent::BookTicker(t.to_owned()));
+        }
+        return Ok(());
+    }
     decode_market_value(frame, wanted, out, 0)
 }
 
-/// [`decode_market_frame`] without the `!ticker@arr` scanner: every byte of the
-/// frame is tokenized and validated. The reference the scanner is tested against.
+/// Runs only the spot `bookTicker` scanner: `false` means it was unsure and
+/// [`decode_market_frame`] would have used the general decoder (`out` is then left
+/// as it was). For tests and fuzzing.
+pub fn scan_book_ticker_only(frame: &str, wanted: &SymbolSet, out: &mut Vec<MarketEvent>) -> bool {
+    if frame.len() > MAX_FRAME_BYTES {
+        return false;
+    }
+    match scan::book_ticker(frame) {
+        Some(t) => {
+            if wanted.contains(t.symbol) {
+                out.push(MarketEvent::BookTicker(t.to_owned()));
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// [`decode_market_frame`] without the `!ticker@arr` and `bookTicker` scanners: every
+/// byte of the frame is tokenized and validated. The reference the scanners are
+/// tested against.
 pub fn decode_market_frame_validating(
     frame: &str,
     wanted: &SymbolSet,

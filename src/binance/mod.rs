@@ -4,6 +4,7 @@ pub mod decode;
 pub mod market;
 pub mod ratelimit;
 pub mod rest;
+mod scan;
 pub mod sign;
 pub mod stream;
 #[doc(hidden)]
