@@ -480,6 +480,22 @@ fn er_frame() -> impl Strategy<Value = String> {
         })
 }
 
+/// One edit of `frame` at `pos`: overwrite, insert or delete `byte`, or cut the frame
+/// there. `None` when the result is not UTF-8 (the decoders take `&str`).
+fn mutate(frame: String, pos: prop::sample::Index, byte: u8, op: u8) -> Option<String> {
+    let mut bytes = frame.into_bytes();
+    let i = pos.index(bytes.len());
+    match op {
+        0 => bytes[i] = byte,
+        1 => bytes.insert(i, byte),
+        2 => {
+            bytes.remove(i);
+        }
+        _ => bytes.truncate(i),
+    }
+    String::from_utf8(bytes).ok()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("MMD_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024)
@@ -497,15 +513,7 @@ proptest! {
         byte in prop_oneof![Just(b'{'), Just(b'}'), Just(b'"'), Just(b','), Just(b':'), Just(b'\\'), Just(b'1'), Just(b'-'), Just(b'.'), Just(b' '), Just(b'e'), Just(0x01u8), any::<u8>().prop_filter("ascii", |b| b.is_ascii())],
         op in 0u8..4,
     ) {
-        let mut bytes = f.into_bytes();
-        let i = pos.index(bytes.len());
-        match op {
-            0 => bytes[i] = byte,
-            1 => bytes.insert(i, byte),
-            2 => { bytes.remove(i); }
-            _ => bytes.truncate(i),
-        }
-        if let Ok(m) = String::from_utf8(bytes) {
+        if let Some(m) = mutate(f, pos, byte, op) {
             check_user(&m);
         }
     }
@@ -523,15 +531,7 @@ proptest! {
         byte in prop_oneof![Just(b'{'), Just(b'}'), Just(b'"'), Just(b','), Just(b':'), Just(b'\\'), Just(b'1'), Just(b'0'), Just(b'.'), Just(b' '), Just(b'e'), any::<u8>().prop_filter("ascii", |b| b.is_ascii())],
         op in 0u8..4,
     ) {
-        let mut bytes = f.into_bytes();
-        let i = pos.index(bytes.len());
-        match op {
-            0 => bytes[i] = byte,
-            1 => bytes.insert(i, byte),
-            2 => { bytes.remove(i); }
-            _ => bytes.truncate(i),
-        }
-        if let Ok(m) = String::from_utf8(bytes) {
+        if let Some(m) = mutate(f, pos, byte, op) {
             check_market(&m, &w);
         }
     }
