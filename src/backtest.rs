@@ -1317,6 +1317,61 @@ pub fn cli(args: &BacktestArgs) -> anyhow::Result<String> {
     Ok(render_text(&report))
 }
 
+/// The runs `benches/strategies_backtest.rs` times, defined once so that
+/// `the_benchmark_runs_trade_exactly_as_pinned` pins exactly what is benchmarked.
+pub mod benchmark {
+    use super::{BacktestConfig, BacktestMarket, Event, random_walk};
+    use crate::sim::config::{MarketConfig as SimMarketConfig, SymbolConfig};
+    use rust_decimal_macros::dec;
+    use strategies::risk::RiskLimits;
+
+    pub const SPREAD: &str = "bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = \"0.01\"\n\
+        inventory_skew_enabled = true\ninventory_range_multiplier = 2\nrefresh_tolerance_bps = 2";
+    pub const AVELLANEDA: &str = "gamma = \"0.00001\"\nkappa = \"0.05\"\norder_qty = \"0.01\"\n\
+        volatility_window = 30\nrefresh_tolerance_bps = 2\nmin_spread_bps = 2";
+
+    /// One hour of the simulator's seeded random walk on BTCUSDT.
+    pub fn events() -> Vec<Event> {
+        random_walk(
+            &SymbolConfig::btcusdt(),
+            &SimMarketConfig::default(),
+            7,
+            0,
+            3_600_000,
+        )
+    }
+
+    /// `name` is "spread" or "avellaneda", with the parameters above and risk limits on.
+    pub fn market(name: &str) -> BacktestMarket {
+        let params = if name == "spread" { SPREAD } else { AVELLANEDA };
+        BacktestMarket {
+            symbol: SymbolConfig::btcusdt(),
+            strategy_name: name.to_string(),
+            strategy_params: toml::from_str(params).expect("the benchmark's parameters parse"),
+            risk: RiskLimits {
+                max_base_position: Some(dec!(0.5)),
+                max_open_orders_per_side: Some(4),
+                max_daily_loss: Some(dec!(100000)),
+                ..RiskLimits::default()
+            },
+            base_balance: dec!(1),
+            quote_balance: dec!(60000),
+        }
+    }
+
+    /// 5 ms order and feed latency; `feed_interval_ms` 0 sends every book update to the
+    /// strategy (bookTicker), 1,000 the `!ticker@arr` cadence.
+    pub fn config(feed_interval_ms: u64) -> BacktestConfig {
+        BacktestConfig {
+            markets: Vec::new(),
+            maker_fee: dec!(0.001),
+            order_latency_ms: 5,
+            feed_latency_ms: 5,
+            feed_interval_ms,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1599,29 +1654,16 @@ mod tests {
     /// The benchmark's markets (both strategies, both feed cadences, risk limits on), reduced
     /// to the outputs a speed-up must not change. Pinned from the run before the hot path was
     /// optimized: any change here means an optimization altered trading, not just its speed.
-    fn bench_fingerprint(name: &str, params: &str, interval_ms: u64) -> String {
-        let symbol = SymbolConfig::btcusdt();
-        let events = random_walk(&symbol, &SimMarketConfig::default(), 7, 0, 3_600_000);
-        let market = BacktestMarket {
-            symbol,
-            strategy_name: name.to_string(),
-            strategy_params: toml::from_str(params).unwrap(),
-            risk: RiskLimits {
-                max_base_position: Some(dec!(0.5)),
-                max_open_orders_per_side: Some(4),
-                max_daily_loss: Some(dec!(100000)),
-                ..RiskLimits::default()
-            },
-            base_balance: dec!(1),
-            quote_balance: dec!(60000),
-        };
-        let cfg = BacktestConfig {
-            feed_interval_ms: interval_ms,
-            ..config(Vec::new(), 5, 5)
-        };
+    fn bench_fingerprint(name: &str, interval_ms: u64) -> String {
+        let market = benchmark::market(name);
         let strategy =
             strategies::build(name, toml::Value::Table(market.strategy_params.clone())).unwrap();
-        let r = run_market(&cfg, &market, strategy, &events);
+        let r = run_market(
+            &benchmark::config(interval_ms),
+            &market,
+            strategy,
+            &benchmark::events(),
+        );
         format!(
             "events={} fills={} realized={} unrealized={} fees={} vol={}/{} max_inv={} final_inv={} \
              capture={} placed={} cancelled={} rejected={} refusals={:?} killed={:?} share={:?}",
@@ -1644,18 +1686,13 @@ mod tests {
         )
     }
 
-    const BENCH_SPREAD: &str = "bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = \"0.01\"\n\
-        inventory_skew_enabled = true\ninventory_range_multiplier = 2\nrefresh_tolerance_bps = 2";
-    const BENCH_AVELLANEDA: &str = "gamma = \"0.00001\"\nkappa = \"0.05\"\norder_qty = \"0.01\"\n\
-        volatility_window = 30\nrefresh_tolerance_bps = 2\nmin_spread_bps = 2";
-
     #[test]
     fn the_benchmark_runs_trade_exactly_as_pinned() {
         let got = [
-            bench_fingerprint("spread", BENCH_SPREAD, 0),
-            bench_fingerprint("spread", BENCH_SPREAD, 1_000),
-            bench_fingerprint("avellaneda", BENCH_AVELLANEDA, 0),
-            bench_fingerprint("avellaneda", BENCH_AVELLANEDA, 1_000),
+            bench_fingerprint("spread", 0),
+            bench_fingerprint("spread", 1_000),
+            bench_fingerprint("avellaneda", 0),
+            bench_fingerprint("avellaneda", 1_000),
         ];
         let pinned: [&str; 4] = [
             "events=43220 fills=4242 realized=2242.8446609999999999999999997 unrealized=0.6755249999999999999999999934 fees=2283.001414544 vol=37.9299/2283001.414544 max_inv=0.0248 final_inv=-0.0153 capture=2243.4123880615888175579520026 placed=14516 cancelled=10272 rejected=0 refusals={} killed=None share=Some((49.001259109274565227529237900, 51.000602405433565099596439080))",
