@@ -171,6 +171,9 @@ fn parse_dec(column: &'static str, s: String) -> Result<Decimal> {
     Decimal::from_str(&s).map_err(|_| LedgerError::Corrupt { column, value: s })
 }
 
+/// SQLite page cache of the ledger connection, in KiB.
+const LEDGER_CACHE_KIB: i64 = 256;
+
 impl Ledger {
     /// Opens (creating if needed) the ledger at `path`, in WAL mode.
     pub fn open(path: &Path) -> Result<Self> {
@@ -206,6 +209,10 @@ impl Ledger {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // The daemon appends and rarely reads back: SQLite's default 2 MB page cache only
+        // grew the daemon's RSS by 2 MB over its first ~20 minutes, as the file reached
+        // that size (the hour-long soak). The kernel's page cache serves the rare reads.
+        conn.pragma_update(None, "cache_size", -LEDGER_CACHE_KIB)?;
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > SCHEMA_VERSION {
             return Err(LedgerError::TooNew {
