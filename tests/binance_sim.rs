@@ -199,6 +199,44 @@ async fn rest_round_trips_against_the_simulator() {
 }
 
 #[tokio::test]
+async fn book_tickers_of_several_symbols_in_one_request() {
+    let sim = sim(Dialect::Y2026, Duration::from_secs(3600)).await;
+    let c = rest(&sim);
+    let asked = vec!["ETHUSDT".to_string(), "BTCUSDT".to_string()];
+    let tickers = c.book_tickers(&asked).await.unwrap();
+    let symbols: Vec<&str> = tickers.iter().map(|t| t.symbol.as_str()).collect();
+    assert_eq!(symbols, ["ETHUSDT", "BTCUSDT"], "in the order asked");
+    for t in &tickers {
+        assert!(
+            t.bid_price > Decimal::ZERO && t.bid_price < t.ask_price,
+            "{t:?}"
+        );
+        assert!(
+            t.bid_qty > Decimal::ZERO && t.ask_qty > Decimal::ZERO,
+            "{t:?}"
+        );
+    }
+    // One unknown symbol fails the request, as at Binance.
+    let e = c
+        .book_tickers(&["BTCUSDT".to_string(), "NOPEUSDT".to_string()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(-1121), "{e:?}");
+    // `symbol` and `symbols` together are refused.
+    let body = reqwest::get(format!(
+        "{}/api/v3/ticker/bookTicker?symbol=BTCUSDT&symbols=%5B%22BTCUSDT%22%5D",
+        sim.rest_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(body.contains("-1128"), "{body}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn rate_limit_429_then_no_requests_until_retry_after() {
     let sim = sim(Dialect::Y2018, Duration::from_secs(3600)).await;
     let c = rest(&sim);

@@ -208,3 +208,43 @@ async fn a_second_signal_exits_at_once() {
     );
     d.assert_no_panic();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotes_from_a_rest_seed_before_the_first_ticker_frame() {
+    // One `!ticker@arr` frame a minute: the one sent as the simulator starts is gone
+    // before the daemon subscribes, so any quote in this test comes from the seed.
+    let mut cfg = sim_config();
+    cfg.ticker_interval = Duration::from_secs(60);
+    let mut d = Daemon::new(cfg, &[("BTCUSDT", "0.001")], "").await;
+    d.spawn_with_env(&[("MMD__STREAMS__STALE_AFTER", "60s".into())]);
+    d.wait_for(
+        "two-sided quotes on BTCUSDT",
+        Duration::from_secs(20),
+        || async {
+            let (b, a) = sides(&d, "BTCUSDT");
+            !b.is_empty() && !a.is_empty()
+        },
+    )
+    .await;
+    let seeded = d.log_events("market_seeded");
+    assert_eq!(seeded.len(), 1, "{seeded:?}");
+    // The touch from REST: the stream has nothing to tell yet.
+    let book: serde_json::Value = reqwest::get(format!(
+        "{}/api/v3/ticker/bookTicker?symbol=BTCUSDT",
+        d.sim.rest_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let price = |k: &str| book[k].as_str().unwrap().parse::<Decimal>().unwrap();
+    let (bid, ask) = (price("bidPrice"), price("askPrice"));
+    let (bids, asks) = sides(&d, "BTCUSDT");
+    assert!(
+        bids.iter().all(|p| *p < ask) && asks.iter().all(|p| *p > bid),
+        "quotes {bids:?} / {asks:?} cross the touch {bid} / {ask}"
+    );
+    assert_eq!(d.stop().await.code(), Some(0));
+    assert!(d.open_orders().is_empty());
+}

@@ -19,7 +19,7 @@ use super::ratelimit::{Cost, RateLimitStatus, RateLimiter, Refusal, RequestClass
 use super::sign::{Signer, percent_encode, rest_payload};
 use super::types::{
     Account, ApiErrorBody, CanceledOpenOrder, ExchangeInfo, ListenKey, MyTrade, OrderResponse,
-    ServerTime, Side,
+    RestBookTicker, ServerTime, Side,
 };
 
 #[derive(Clone)]
@@ -366,6 +366,20 @@ impl RestClient {
             .await?;
         self.apply_rate_limits(&info);
         Ok(info)
+    }
+
+    /// The best bid and ask of `symbols`, in one request (weight 4 for any number).
+    pub async fn book_tickers(&self, symbols: &[String]) -> Result<Vec<RestBookTicker>, RestError> {
+        let list = serde_json::to_string(symbols)
+            .map_err(|e| RestError::Decode(format!("symbols: {e}")))?;
+        self.call(
+            Method::GET,
+            "/api/v3/ticker/bookTicker",
+            Auth::None,
+            cost(4),
+            &[("symbols", list)],
+        )
+        .await
     }
 
     pub async fn account(&self) -> Result<Account, RestError> {

@@ -326,6 +326,18 @@ pub struct SymbolInfo {
     pub filters: Vec<SymbolFilter>,
 }
 
+/// `GET /api/v3/ticker/bookTicker`: the best bid and ask now (no update id, unlike the
+/// stream's bookTicker).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestBookTicker {
+    pub symbol: String,
+    pub bid_price: Decimal,
+    pub bid_qty: Decimal,
+    pub ask_price: Decimal,
+    pub ask_qty: Decimal,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExchangeInfo {

@@ -17,7 +17,8 @@ use super::io::{
 use super::orders::{ClientIdGen, Order, OrderBook, OrderState, Source, Trigger};
 use super::reconcile::{Balance, BalanceBook, Delta, TradeDedup};
 use crate::binance::types::{
-    ExecType, ExecutionReport, MarketEvent, OrderResponse, OrderStatus, Side, UserEvent,
+    ExecType, ExecutionReport, MarketEvent, OrderResponse, OrderStatus, RestBookTicker, Side,
+    UserEvent,
 };
 use crate::config::OrphanPolicy;
 use crate::metrics::{self, Metrics};
@@ -278,6 +279,7 @@ impl Engine {
         self.note_refusals(&input);
         match input {
             Input::Market { event, received } => self.on_market(event, received),
+            Input::MarketSeed(tickers) => self.on_market_seed(tickers),
             Input::User(ev) => self.on_user(ev),
             Input::StreamUp { stream, reason } => self.on_stream_up(stream, reason),
             Input::StreamDown { stream, reason } => {
@@ -425,6 +427,30 @@ impl Engine {
         m.last_data_ms = Some(self.now_ms);
         m.pending_tick = Some(received);
         self.requote(&symbol);
+    }
+
+    fn on_market_seed(&mut self, tickers: Vec<RestBookTicker>) {
+        for t in tickers {
+            let Some(m) = self.markets.get_mut(&t.symbol) else {
+                continue;
+            };
+            if m.snapshot.is_some() {
+                continue;
+            }
+            let snap = MarketSnapshot {
+                best_bid: t.bid_price,
+                best_bid_qty: t.bid_qty,
+                best_ask: t.ask_price,
+                best_ask_qty: t.ask_qty,
+                last: None,
+                ts_ms: self.now_ms,
+            };
+            info!(event = "market_seeded", symbol = %t.symbol, bid = %t.bid_price, ask = %t.ask_price, "best bid/ask from REST: quoting need not wait for the first stream frame");
+            m.strategy.on_market(&snap);
+            m.snapshot = Some(snap);
+            m.last_data_ms = Some(self.now_ms);
+            self.requote(&t.symbol);
+        }
     }
 
     // ------------------------------------------------------------ quoting

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use rust_decimal::Decimal;
 
-use crate::binance::types::{Account, MarketEvent, MyTrade, OrderResponse, Side, UserEvent};
+use crate::binance::types::{
+    Account, MarketEvent, MyTrade, OrderResponse, RestBookTicker, Side, UserEvent,
+};
 use crate::config::MarketConfig;
 
 // The stream layer's own names: the engine labels metrics and logs with them as they are.
@@ -131,6 +133,11 @@ pub enum Input {
         banned: bool,
     },
     Tick,
+    /// Best bid and ask from REST when markets start: the first quote need not wait for
+    /// the first stream frame (up to a second on `!ticker@arr`). A market that already
+    /// has stream data ignores it: the stream is never older than a REST answer sent
+    /// before it.
+    MarketSeed(Vec<RestBookTicker>),
     /// Trading status per symbol, from exchangeInfo (TRADING, BREAK, HALT, CANCEL_ONLY, ...).
     SymbolStatus(Vec<(String, String)>),
     Shutdown,

@@ -410,6 +410,7 @@ pub async fn run(
     let market: MarketStreamHandle =
         spawn_market_stream(stream_settings, mode, engine.symbols(), stream_tx);
     info!(event = "started", markets = ?engine.symbols(), venue = ?cfg.exchange.venue, "mmd started");
+    spawn_market_seed(rest.clone(), engine.symbols(), input_tx.clone());
 
     let io = Io {
         rest: rest.clone(),
@@ -522,7 +523,10 @@ pub async fn run(
                     exit_code = code;
                     break 'main;
                 }
-                Command::SetMarketSymbols(symbols) => market.update_symbols(symbols),
+                Command::SetMarketSymbols(symbols) => {
+                    spawn_market_seed(rest.clone(), symbols.clone(), input_tx.clone());
+                    market.update_symbols(symbols)
+                }
                 Command::Record(r) => records.push(r),
                 Command::Place(p) => {
                     if !ready_sent {
@@ -565,6 +569,24 @@ pub async fn run(
     }
     info!(event = "exit", code = exit_code, "mmd stopped");
     Ok(exit_code)
+}
+
+/// Fetches the best bid/ask of `symbols` for [`Input::MarketSeed`]. Only a head start:
+/// on failure quoting waits for the stream, as it would have anyway.
+fn spawn_market_seed(rest: RestClient, symbols: Vec<String>, tx: mpsc::UnboundedSender<Input>) {
+    if symbols.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        match rest.book_tickers(&symbols).await {
+            Ok(tickers) => {
+                let _ = tx.send(Input::MarketSeed(tickers));
+            }
+            Err(e) => {
+                warn!(event = "market_seed_failed", error = %e, "GET /api/v3/ticker/bookTicker failed: quoting waits for the market stream")
+            }
+        }
+    });
 }
 
 /// SIGHUP: re-read the market files and look them up at the exchange; an invalid file is

@@ -970,3 +970,55 @@ fn a_symbol_not_trading_is_halted_until_it_trades_again() {
         2
     );
 }
+
+fn seed(symbol: &str, bid: Decimal, ask: Decimal) -> Input {
+    Input::MarketSeed(vec![RestBookTicker {
+        symbol: symbol.into(),
+        bid_price: bid,
+        bid_qty: dec!(2),
+        ask_price: ask,
+        ask_qty: dec!(3),
+    }])
+}
+
+#[test]
+fn a_rest_seed_lets_quoting_start_before_the_first_stream_frame() {
+    let mut h = H::new(&["BTCUSDT"]);
+    h.feed(Input::StreamUp {
+        stream: Stream::Market,
+        reason: ConnectReason::Initial,
+    });
+    h.feed(Input::StreamUp {
+        stream: Stream::User,
+        reason: ConnectReason::Initial,
+    });
+    // Before the startup resync nothing may be sent: the seed is kept for it.
+    assert!(places(&h.feed(seed("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+    let quotes = places(&h.feed(Input::Resynced {
+        reason: ResyncReason::Startup,
+        result: Ok(snapshot(vec![])),
+    }));
+    let mut prices: Vec<(Side, Decimal)> = quotes.iter().map(|p| (p.side, p.price)).collect();
+    prices.sort_by_key(|(s, _)| s.as_str());
+    // 10 bps from the seed's mid 100.05, bid down and ask up to the 0.01 tick.
+    assert_eq!(
+        prices,
+        vec![(Side::Buy, dec!(99.94)), (Side::Sell, dec!(100.16))]
+    );
+    assert!(
+        quotes.iter().all(|p| p.tick_received.is_none()),
+        "a seed is not a market frame: no tick-to-order sample"
+    );
+}
+
+#[test]
+fn a_rest_seed_never_overrides_stream_data() {
+    let mut h = H::new(&["BTCUSDT"]);
+    let first = h.start();
+    assert_eq!(first.len(), 2);
+    // An answer to a request sent before the stream's first frame arrives after it.
+    let c = h.feed(seed("BTCUSDT", dec!(90.00), dec!(90.10)));
+    assert!(c.is_empty(), "the seed must be ignored: {c:?}");
+    // The next frame at the same prices changes nothing either.
+    assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
+}

@@ -1901,32 +1901,55 @@ impl Exchange {
     /// GET /api/v3/ticker/bookTicker and /api/v3/ticker/price: one object for a symbol,
     /// an array of every symbol without one.
     pub fn ticker_json(&self, symbol: Option<&str>, book: bool) -> Result<String, ApiError> {
-        let one = |s: &SymbolState| {
-            if book {
-                let (b, bq) = s
-                    .book
-                    .best_bid()
-                    .map(|(p, q)| (s.price(p), q))
-                    .unwrap_or_default();
-                let (a, aq) = s
-                    .book
-                    .best_ask()
-                    .map(|(p, q)| (s.price(p), q))
-                    .unwrap_or_default();
-                serde_json::json!({"symbol": s.cfg.symbol, "bidPrice": fmt8(b), "bidQty": fmt8(bq),
-                                   "askPrice": fmt8(a), "askQty": fmt8(aq)})
-            } else {
-                serde_json::json!({"symbol": s.cfg.symbol, "price": fmt8(s.last)})
-            }
-        };
         match symbol {
-            Some(name) => {
+            Some(name) => Ok(self.ticker_values(&[name], book)?.remove(0).to_string()),
+            None => Ok(serde_json::Value::Array(
+                self.symbols
+                    .iter()
+                    .map(|s| Self::ticker_value(s, book))
+                    .collect(),
+            )
+            .to_string()),
+        }
+    }
+
+    /// The same endpoints with `symbols=[...]`: an array in the order asked; one unknown
+    /// symbol fails the whole request, as at Binance.
+    pub fn tickers_json(&self, names: &[String], book: bool) -> Result<String, ApiError> {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(serde_json::Value::Array(self.ticker_values(&names, book)?).to_string())
+    }
+
+    fn ticker_values(
+        &self,
+        names: &[&str],
+        book: bool,
+    ) -> Result<Vec<serde_json::Value>, ApiError> {
+        names
+            .iter()
+            .map(|name| {
                 let sym = self.symbol_of(name).ok_or_else(ApiError::invalid_symbol)?;
-                Ok(one(&self.symbols[sym as usize]).to_string())
-            }
-            None => {
-                Ok(serde_json::Value::Array(self.symbols.iter().map(one).collect()).to_string())
-            }
+                Ok(Self::ticker_value(&self.symbols[sym as usize], book))
+            })
+            .collect()
+    }
+
+    fn ticker_value(s: &SymbolState, book: bool) -> serde_json::Value {
+        if book {
+            let (b, bq) = s
+                .book
+                .best_bid()
+                .map(|(p, q)| (s.price(p), q))
+                .unwrap_or_default();
+            let (a, aq) = s
+                .book
+                .best_ask()
+                .map(|(p, q)| (s.price(p), q))
+                .unwrap_or_default();
+            serde_json::json!({"symbol": s.cfg.symbol, "bidPrice": fmt8(b), "bidQty": fmt8(bq),
+                               "askPrice": fmt8(a), "askQty": fmt8(aq)})
+        } else {
+            serde_json::json!({"symbol": s.cfg.symbol, "price": fmt8(s.last)})
         }
     }
 

@@ -259,6 +259,17 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, StatusCode> {
     }
 }
 
+/// `symbol=X` or `symbols=["X","Y"]` (exchangeInfo, tickers); None when neither is given.
+fn symbol_list(params: &Params) -> Result<Option<Vec<String>>, ApiError> {
+    match (params.get("symbol"), params.get("symbols")) {
+        (Some(s), _) => Ok(Some(vec![s.to_string()])),
+        (None, Some(list)) => serde_json::from_str::<Vec<String>>(list)
+            .map(Some)
+            .map_err(|_| ApiError::illegal("symbols", "JSON array of symbols")),
+        _ => Ok(None),
+    }
+}
+
 fn weight(ep: Endpoint, params: &Params) -> u32 {
     use Endpoint::*;
     match ep {
@@ -300,7 +311,7 @@ fn allowed(ep: Endpoint) -> &'static [&'static str] {
     match ep {
         Ping | Time | ListenKeyNew => &[],
         Depth => &["symbol", "limit"],
-        BookTicker | PriceTicker => &["symbol"],
+        BookTicker | PriceTicker => &["symbol", "symbols"],
         ExchangeInfo => &[
             "symbol",
             "symbols",
@@ -592,21 +603,21 @@ fn handle(
                     let limit = params.u64_opt("limit")?.unwrap_or(100).clamp(1, 5000) as usize;
                     ex.depth_json(symbol, limit)
                 }
-                BookTicker => ex.ticker_json(params.get("symbol"), true),
-                PriceTicker => ex.ticker_json(params.get("symbol"), false),
-                _ => {
-                    let list: Option<Vec<String>> =
-                        match (params.get("symbol"), params.get("symbols")) {
-                            (Some(s), _) => Some(vec![s.to_string()]),
-                            (None, Some(list)) => {
-                                Some(serde_json::from_str::<Vec<String>>(list).map_err(|_| {
-                                    ApiError::illegal("symbols", "JSON array of symbols")
-                                })?)
-                            }
-                            _ => None,
-                        };
-                    ex.exchange_info_json(list.as_deref())
+                BookTicker | PriceTicker => {
+                    let book = ep == BookTicker;
+                    match (params.get("symbol"), params.get("symbols")) {
+                        (Some(_), Some(_)) => Err(ApiError::bad(
+                            -1128,
+                            "Combination of optional parameters invalid.",
+                        )),
+                        (Some(s), None) => ex.ticker_json(Some(s), book),
+                        (None, Some(_)) => {
+                            ex.tickers_json(symbol_list(params)?.as_deref().unwrap_or(&[]), book)
+                        }
+                        (None, None) => ex.ticker_json(None, book),
+                    }
                 }
+                _ => ex.exchange_info_json(symbol_list(params)?.as_deref()),
             }
         })();
         return (r, None);
