@@ -162,9 +162,10 @@ async fn user_data_and_orders_over_ws_api() {
     )
     .await;
     assert_eq!(r["error"]["code"], -2035);
-    // Bad signature.
+    // Bad signature: a timestamp other than the signed one (now_ms() - 1 could equal it).
     let mut p = signed_params(&signer, KEY, vec![]);
-    p["timestamp"] = json!((now_ms() - 1).to_string());
+    let signed: u64 = p["timestamp"].as_str().unwrap().parse().unwrap();
+    p["timestamp"] = json!((signed - 1).to_string());
     let r = call(&mut ws, "3", "userDataStream.subscribe.signature", p).await;
     assert_eq!(r["error"]["code"], -1022);
     // order.place (signed), wrapped events.
