@@ -656,8 +656,8 @@ impl Io {
         };
         let me = self.clone();
         tokio::spawn(async move {
-            // Ends when the signed request is handed to the connection, not when this task
-            // starts: signing and building the request are part of the hot path.
+            // Ends when the signed request's bytes are written to the socket, not when this
+            // task starts: signing, building and writing the request are the hot path.
             let tick_to_order = |sent: std::time::Instant| {
                 me.note_sent(reacting_to, sent);
                 if let Some(t) = p.tick_received {
