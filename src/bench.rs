@@ -281,7 +281,7 @@ async fn start_sim(
     Ok((child, rest, stream))
 }
 
-/// Runs one measurement; the caller owns the runtime (a multi-thread one, as in `mmd run`).
+/// Runs one measurement; the caller owns the runtime (the one `mmd run` uses).
 pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     if args.markets == 0 || args.markets > 999 {
         anyhow::bail!("--markets: 1 to 999");
