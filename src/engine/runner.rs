@@ -431,10 +431,16 @@ pub async fn run(
     let mut records: Vec<Record> = Vec::new();
 
     'main: loop {
-        if !records.is_empty() {
-            // Lets the request tasks just spawned run (and hand their bytes to the
-            // socket) before this task wakes the ledger thread.
+        if !records.is_empty() || engine.has_after_requests() {
+            // Lets the request tasks just spawned run (and write their bytes to the
+            // socket) before this task logs the quotes and wakes the ledger thread.
             tokio::task::yield_now().await;
+            for c in engine.after_requests() {
+                match c {
+                    Command::Record(r) => records.push(r),
+                    other => io.execute(other, None),
+                }
+            }
             for r in records.drain(..) {
                 ledger.send(r);
             }
@@ -537,6 +543,11 @@ pub async fn run(
         }
     }
 
+    for c in engine.after_requests() {
+        if let Command::Record(r) = c {
+            records.push(r);
+        }
+    }
     for r in records.drain(..) {
         ledger.send(r);
     }
