@@ -18,7 +18,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use parking_lot::Mutex;
 
-/// When a watched request's bytes were written, if they were.
+/// When a watched request's bytes were handed to a write that took them, if they were.
 #[derive(Debug)]
 pub struct WriteStamp {
     /// Bytes of the request line no other request has (the end of its signed query).
@@ -52,13 +52,11 @@ impl Writes {
         stamp
     }
 
-    fn on_write(&self, written: &[u8]) {
+    fn on_write(&self, handed: Instant, written: &[u8]) {
         let mut waiting = self.waiting.lock();
         if waiting.is_empty() {
             return;
         }
-        // Before the search: the stamp is the write, not the bookkeeping after it.
-        let now = Instant::now();
         let mut matched = false;
         waiting.retain(|w| {
             let Some(stamp) = w.upgrade() else {
@@ -66,7 +64,7 @@ impl Writes {
             };
             if !matched && memchr::memmem::find(written, &stamp.key).is_some() {
                 matched = true;
-                let _ = stamp.written.set(now);
+                let _ = stamp.written.set(handed);
                 return false;
             }
             true
@@ -114,7 +112,11 @@ where
 }
 
 /// A connection above TLS: tokio-rustls encrypts and writes to the socket inside the same
-/// `poll_write`, so a write returning here has handed the bytes to the kernel.
+/// `poll_write`. A write is stamped when the finished request is handed to it, kept only
+/// if the write took the bytes: the symmetric end of tick-to-request, which starts once
+/// the frame's read has returned. The write syscall itself is left out as the read is;
+/// on loopback (`mmd bench`) it also runs the receiving side's TCP processing and
+/// wake-up, tens of microseconds that a network would not charge to the sender.
 pub struct StampedIo<T> {
     io: T,
     writes: Writes,
@@ -136,11 +138,12 @@ impl<T: Write + Unpin> Write for StampedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let handed = Instant::now();
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.writes.on_write(&buf[..n]);
+            self.writes.on_write(handed, &buf[..n]);
         }
         r
     }
@@ -150,13 +153,14 @@ impl<T: Write + Unpin> Write for StampedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let handed = Instant::now();
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
             // hyper puts the whole head (request line included) in the first buffer.
             if let Some(head) = bufs.iter().find(|b| !b.is_empty()) {
-                self.writes.on_write(&head[..n.min(head.len())]);
+                self.writes.on_write(handed, &head[..n.min(head.len())]);
             }
         }
         r
@@ -190,11 +194,14 @@ mod tests {
         let writes = Writes::default();
         let a = writes.watch(b"signature=aaaa");
         let b = writes.watch(b"signature=bbbb");
-        writes.on_write(b"DELETE /api/v3/order?x=1&signature=bbbb HTTP/1.1\r\n");
+        writes.on_write(
+            Instant::now(),
+            b"DELETE /api/v3/order?x=1&signature=bbbb HTTP/1.1\r\n",
+        );
         assert!(a.written().is_none());
         assert!(b.written().is_some());
         drop(a);
-        writes.on_write(b"GET /api/v3/time HTTP/1.1\r\n");
+        writes.on_write(Instant::now(), b"GET /api/v3/time HTTP/1.1\r\n");
         assert!(
             writes.waiting.lock().is_empty(),
             "dropped stamps are forgotten"
