@@ -1,7 +1,7 @@
 //! `mmd bench`: the daemon, in this process, quoting against the simulator over loopback.
 //!
 //! Reports tick-to-order (a market frame read off the socket -> the signed order request
-//! handed to the HTTP connection) as exact samples, CPU % and peak RSS, and the time from
+//! written to the HTTP connection's socket) as exact samples, CPU % and peak RSS, and the time from
 //! start to the first live quote. The simulator runs as a child `mmd sim` process so that
 //! /proc/self (CPU, VmHWM) measures the daemon alone, not the exchange generating 2,000
 //! tickers a second.
@@ -70,8 +70,8 @@ pub struct BenchReport {
     pub symbols: usize,
     pub interval_ms: u64,
     pub measured_s: f64,
-    /// A frame read -> the first order request (new or cancel) it caused, handed to the
-    /// HTTP connection. None when no frame caused a request inside the window.
+    /// A frame read -> the first order request (new or cancel) it caused, written to the
+    /// HTTP connection's socket. None when no frame caused a request inside the window.
     pub tick_to_request: Option<LatencySummary>,
     /// A frame read -> the new order it led to (as `mmd_tick_to_order_seconds`): includes
     /// waiting for cancel acknowledgements when a quote is replaced.
@@ -281,7 +281,7 @@ async fn start_sim(
     Ok((child, rest, stream))
 }
 
-/// Runs one measurement; the caller owns the runtime (a multi-thread one, as in `mmd run`).
+/// Runs one measurement; the caller owns the runtime (the one `mmd run` uses).
 pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     if args.markets == 0 || args.markets > 999 {
         anyhow::bail!("--markets: 1 to 999");

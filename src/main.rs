@@ -125,6 +125,21 @@ fn keep_large_buffers_off_the_heap() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_large_buffers_off_the_heap() {}
 
+/// The runtime of `mmd run`, and of `mmd bench`, which must measure what `run` runs.
+///
+/// One thread: a market frame, the engine's reaction and the order requests it causes
+/// form one chain of work. On a pool each link was a task woken on whichever worker was
+/// free: a futex wake-up and a cold cache per hop, and on a 2-core machine shared with
+/// other work, a hop could wait for a worker that was descheduled. On one thread the
+/// chain runs back to back. Nothing on it blocks for long: SQLite has its own thread
+/// (the ledger), DNS lookups go to tokio's blocking pool, and the few file reads
+/// (market files on reload) and sd_notify writes are short.
+fn trading_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 fn run(path: &std::path::Path) -> ExitCode {
     let config = match mmd::config::Config::load(path) {
         Ok(c) => c,
@@ -139,10 +154,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
     mmd::logging::init(config.log.format, &config.log.level);
     tracing::info!(event = "config_loaded", summary = %config.summary(), "config loaded");
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match trading_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -157,9 +169,6 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
         // Keep the sender alive for the whole run: a closed channel means "stop".
         let _keep = tx;
-        // On a worker of the pool, as `mmd bench` runs and measures it: on the block_on
-        // thread, outside the pool, every stream event and REST result would cross
-        // threads (a futex wake-up) to reach the engine loop.
         let daemon = tokio::spawn(mmd::engine::runner::run(
             config,
             rx,
@@ -242,10 +251,7 @@ fn health(url: &str) -> ExitCode {
 fn bench(args: mmd::bench::BenchArgs) -> ExitCode {
     // Warnings only: the report is the output.
     mmd::logging::init(mmd::config::LogFormat::Pretty, "warn");
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match trading_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

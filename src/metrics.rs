@@ -110,11 +110,11 @@ struct Inner {
 /// at the exchange.
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
-    /// As the histogram: a frame read -> the new order it led to, handed to the connection
+    /// As the histogram: a frame read -> the new order it led to, written to the socket
     /// (includes waiting for cancel acknowledgements when a quote is replaced).
     pub tick_to_order_ns: Vec<u64>,
     /// A frame read -> the first order request (new order or cancel) handling that frame
-    /// produced, handed to the connection: the reaction time of the hot path.
+    /// produced, written to the socket: the reaction time of the hot path.
     pub tick_to_request_ns: Vec<u64>,
     pub first_order_live: Option<std::time::Instant>,
 }

@@ -1,6 +1,7 @@
 //! The daemon's Binance edge: wire types, decoding, signing, REST and streams.
 pub mod backoff;
 pub mod decode;
+mod http;
 pub mod market;
 pub mod ratelimit;
 pub mod rest;

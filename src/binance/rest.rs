@@ -9,12 +9,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use http::header::{ACCEPT, HeaderMap};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use parking_lot::Mutex;
-use reqwest::Method;
-use reqwest::header::HeaderMap;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
+use http::Method;
+
+use super::http::{Stamping, Writes};
 use super::ratelimit::{Cost, RateLimitStatus, RateLimiter, Refusal, RequestClass};
 use super::sign::{Signer, percent_encode, rest_payload};
 use super::types::{
@@ -216,8 +222,14 @@ enum Auth {
     Signed,
 }
 
+type HttpClient =
+    hyper_util::client::legacy::Client<Stamping<HttpsConnector<HttpConnector>>, Empty<Bytes>>;
+
 struct Inner {
-    http: reqwest::Client,
+    http: HttpClient,
+    /// Order and cancel requests waiting to be written (see `binance::http`).
+    writes: Writes,
+    timeout: Duration,
     base_url: String,
     api_key: Option<String>,
     signer: Option<Signer>,
@@ -268,16 +280,28 @@ fn cost(weight: u32) -> Cost {
 
 impl RestClient {
     pub fn new(settings: RestSettings) -> Result<Self, RestError> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .pool_idle_timeout(Duration::from_secs(50))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| RestError::Transport(e.to_string()))?;
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(settings.timeout));
+        // HTTP/1.1 only: one request per connection at a time, so a write is one request
+        // (reqwest offered h2 in ALPN; requests and their order are the same either way).
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let writes = Writes::default();
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(50))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(Stamping::new(tls, writes.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                writes,
+                timeout: settings.timeout,
                 base_url: settings.base_url.trim_end_matches('/').to_owned(),
                 api_key: settings.api_key,
                 signer: settings.signer,
@@ -330,15 +354,8 @@ impl RestClient {
 
     pub async fn time(&self) -> Result<ServerTime, RestError> {
         // Unsigned, so never subject to the -1021 retry in `call`.
-        self.send(
-            Method::GET,
-            "/api/v3/time",
-            Auth::None,
-            cost(1),
-            &[],
-            &|_| {},
-        )
-        .await
+        self.send(Method::GET, "/api/v3/time", Auth::None, cost(1), &[], None)
+            .await
     }
 
     /// Measures the server-time offset and keeps it. The server read its clock
@@ -404,28 +421,32 @@ impl RestClient {
     }
 
     pub async fn place_order(&self, order: &NewOrder) -> Result<OrderResponse, RestError> {
-        self.place_order_noting_send(order, &|_| {}).await
+        self.call_noting_send(
+            Method::POST,
+            "/api/v3/order",
+            Auth::Signed,
+            order_cost(),
+            &order.params(),
+            None,
+        )
+        .await
     }
 
-    /// `place_order`, calling `on_send` when the signed request is complete and handed to
-    /// the HTTP connection: the end point of tick-to-order.
+    /// `place_order`, then `on_send` with the moment the request's bytes were written to
+    /// the connection (the end point of tick-to-order), once the request has finished;
+    /// not called if they never were.
     pub async fn place_order_noting_send(
         &self,
         order: &NewOrder,
         on_send: &(dyn Fn(Instant) + Sync),
     ) -> Result<OrderResponse, RestError> {
-        let c = Cost {
-            weight: 1,
-            order: true,
-            class: RequestClass::Normal,
-        };
         self.call_noting_send(
             Method::POST,
             "/api/v3/order",
             Auth::Signed,
-            c,
+            order_cost(),
             &order.params(),
-            on_send,
+            Some(on_send),
         )
         .await
     }
@@ -435,11 +456,20 @@ impl RestClient {
         symbol: &str,
         order: &OrderRef,
     ) -> Result<OrderResponse, RestError> {
-        self.cancel_order_noting_send(symbol, order, &|_| {}).await
+        let params = [("symbol", symbol.to_owned()), order.param()];
+        self.call(
+            Method::DELETE,
+            "/api/v3/order",
+            Auth::Signed,
+            cancel_cost(),
+            &params,
+        )
+        .await
     }
 
-    /// `cancel_order`, calling `on_send` when the signed request is handed to the HTTP
-    /// connection (a cancel is often the first request a market frame causes).
+    /// `cancel_order`, then `on_send` with the moment its bytes were written, as
+    /// [`Self::place_order_noting_send`] (a cancel is often the first request a market
+    /// frame causes).
     pub async fn cancel_order_noting_send(
         &self,
         symbol: &str,
@@ -453,7 +483,7 @@ impl RestClient {
             Auth::Signed,
             cancel_cost(),
             &params,
-            on_send,
+            Some(on_send),
         )
         .await
     }
@@ -569,7 +599,7 @@ impl RestClient {
         cost: Cost,
         params: &[(&str, String)],
     ) -> Result<T, RestError> {
-        self.call_noting_send(method, path, auth, cost, params, &|_| {})
+        self.call_noting_send(method, path, auth, cost, params, None)
             .await
     }
 
@@ -581,7 +611,7 @@ impl RestClient {
         auth: Auth,
         cost: Cost,
         params: &[(&str, String)],
-        on_send: &(dyn Fn(Instant) + Sync),
+        on_send: Option<&(dyn Fn(Instant) + Sync)>,
     ) -> Result<T, RestError> {
         match self
             .send(method.clone(), path, auth, cost, params, on_send)
@@ -597,7 +627,7 @@ impl RestClient {
                     "timestamp outside recvWindow (-1021): re-syncing server time and retrying once"
                 );
                 self.sync_time().await?;
-                self.send(method, path, auth, cost, params, &|_| {}).await
+                self.send(method, path, auth, cost, params, None).await
             }
             other => other,
         }
@@ -634,38 +664,68 @@ impl RestClient {
         auth: Auth,
         cost: Cost,
         params: &[(&str, String)],
-        on_send: &(dyn Fn(Instant) + Sync),
+        on_send: Option<&(dyn Fn(Instant) + Sync)>,
     ) -> Result<T, RestError> {
         self.inner
             .limiter
             .lock()
             .try_acquire(cost, self.server_time_ms())?;
         let query = self.query_string(auth, params)?;
-        let mut url = format!("{}{}", self.inner.base_url, path);
+        let mut url =
+            String::with_capacity(self.inner.base_url.len() + path.len() + 1 + query.len());
+        url.push_str(&self.inner.base_url);
+        url.push_str(path);
         if !query.is_empty() {
             url.push('?');
             url.push_str(&query);
         }
-        let mut req = self.inner.http.request(method, &url);
+        // The end of a signed query is its signature: no other request line has it.
+        let key = url.as_bytes()[url.len().saturating_sub(24)..].to_vec();
+        // The URL carries the signed query; keep it out of errors.
+        let uri = http::Uri::try_from(url)
+            .map_err(|e| RestError::Transport(format!("{path}: invalid request URL: {e}")))?;
+        // As reqwest sent it (its one default header).
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(ACCEPT, "*/*");
         if auth != Auth::None {
             let key = self.inner.api_key.as_deref().ok_or_else(|| {
                 RestError::Transport("endpoint needs an API key but none is configured".into())
             })?;
             req = req.header("X-MBX-APIKEY", key);
         }
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| RestError::Transport(format!("{path}: {e}")))?;
+        let stamp = on_send.map(|_| self.inner.writes.watch(&key));
         let started = Instant::now();
-        on_send(started);
-        let resp = req.send().await.map_err(|e| transport_error(&e))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let now = self.server_time_ms();
-        self.inner.limiter.lock().observe_headers(
-            now,
-            header_u64(&headers, "x-mbx-used-weight-1m"),
-            header_u64(&headers, "x-mbx-order-count-10s"),
-            header_u64(&headers, "x-mbx-order-count-1d"),
-        );
-        let body = resp.bytes().await.map_err(|e| transport_error(&e))?;
+        // One deadline for connect, send and the whole response, as reqwest's `timeout`.
+        let exchange = tokio::time::timeout(self.inner.timeout, async {
+            let resp = self.inner.http.request(req).await.map_err(|e| {
+                let connect = e.is_connect();
+                transport_error(&e, connect)
+            })?;
+            let (parts, body) = resp.into_parts();
+            let now = self.server_time_ms();
+            self.inner.limiter.lock().observe_headers(
+                now,
+                header_u64(&parts.headers, "x-mbx-used-weight-1m"),
+                header_u64(&parts.headers, "x-mbx-order-count-10s"),
+                header_u64(&parts.headers, "x-mbx-order-count-1d"),
+            );
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| transport_error(&e, false))?
+                .to_bytes();
+            Ok::<_, RestError>((parts.status.as_u16(), parts.headers, now, body))
+        })
+        .await;
+        if let (Some(on_send), Some(sent)) = (on_send, stamp.and_then(|s| s.written())) {
+            on_send(sent);
+        }
+        let (status, headers, now, body) = exchange.map_err(|_| RestError::Timeout)??;
         tracing::trace!(path, status, elapsed = ?started.elapsed(), "REST response");
         match status {
             200..=299 => serde_json::from_slice(&body).map_err(|e| {
@@ -714,6 +774,14 @@ impl RestClient {
     }
 }
 
+fn order_cost() -> Cost {
+    Cost {
+        weight: 1,
+        order: true,
+        class: RequestClass::Normal,
+    }
+}
+
 fn cancel_cost() -> Cost {
     Cost {
         weight: 1,
@@ -722,39 +790,26 @@ fn cancel_cost() -> Cost {
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> RestError {
-    if e.is_timeout() {
-        RestError::Timeout
-    } else {
-        // The URL carries the signed query; keep it out of logs and errors.
-        RestError::Transport(e.without_url_string())
+/// hyper's errors never carry the URL (and with it the signed query).
+fn transport_error(e: &(dyn std::error::Error + 'static), connect: bool) -> RestError {
+    let mut msg = String::new();
+    if connect {
+        msg.push_str("connect: ");
     }
-}
-
-trait WithoutUrl {
-    fn without_url_string(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_string(&self) -> String {
-        use std::error::Error;
-        let mut msg = String::new();
-        let mut src: Option<&dyn Error> = self.source();
-        if self.is_connect() {
-            msg.push_str("connect: ");
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return RestError::Timeout;
         }
-        while let Some(s) = src {
-            if !msg.is_empty() && !msg.ends_with(": ") {
-                msg.push_str(": ");
-            }
-            msg.push_str(&s.to_string());
-            src = s.source();
+        if !msg.is_empty() && !msg.ends_with(": ") {
+            msg.push_str(": ");
         }
-        if msg.is_empty() {
-            msg = "request failed".into();
-        }
-        msg
+        msg.push_str(&s.to_string());
+        src = s.source();
     }
+    RestError::Transport(msg)
 }
 
 #[cfg(test)]

@@ -84,6 +84,28 @@ struct Market {
     paused_until_ms: u64,
     /// The exchange says the symbol is not TRADING: orders off, no quoting.
     halted: bool,
+    /// Buffers a requote reuses: at 10 Hz every allocation on the way to an order
+    /// request is a cold one.
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct Scratch {
+    live: Vec<LiveOrder>,
+    desired: Vec<strategies::Quote>,
+    decision: strategies::risk::RiskDecision,
+    actions: Vec<strategies::diff::Action>,
+}
+
+/// What a placement did that can wait until its request is written: logged, counted and
+/// recorded by [`Engine::after_requests`].
+struct PlacedNote {
+    client_id: String,
+    symbol: String,
+    side: Side,
+    price: Decimal,
+    qty: Decimal,
+    level: u32,
 }
 
 impl Market {
@@ -104,6 +126,7 @@ impl Market {
             killed: false,
             paused_until_ms: 0,
             halted: false,
+            scratch: Scratch::default(),
         })
     }
 }
@@ -159,12 +182,21 @@ pub struct Engine {
     last_status_check_ms: u64,
     now_ms: u64,
     out: Vec<Command>,
+    /// Placements whose log line, counter and record wait for their requests' write.
+    placed_notes: Vec<PlacedNote>,
 }
 
 fn to_strat_side(s: Side) -> strategies::Side {
     match s {
         Side::Buy => strategies::Side::Buy,
         Side::Sell => strategies::Side::Sell,
+    }
+}
+
+fn side_index(s: strategies::Side) -> usize {
+    match s {
+        strategies::Side::Buy => 0,
+        strategies::Side::Sell => 1,
     }
 }
 
@@ -210,6 +242,7 @@ impl Engine {
             last_status_check_ms: 0,
             now_ms: 0,
             out: Vec::new(),
+            placed_notes: Vec::new(),
         };
         for m in markets {
             e.add_market(m)?;
@@ -504,65 +537,59 @@ impl Engine {
             );
         }
         let (base, quote) = (&m.setup.base_asset, &m.setup.quote_asset);
-        let bal = |a: &str| self.balances.balance(a).cloned();
-        let b = bal(base);
-        let q = bal(quote);
+        let b = self.balances.balance(base);
+        let q = self.balances.balance(quote);
         let balances = Balances {
-            base_free: b.as_ref().map(|x| x.free).unwrap_or_default(),
-            base_locked: b.as_ref().map(|x| x.locked).unwrap_or_default(),
-            quote_free: q.as_ref().map(|x| x.free).unwrap_or_default(),
-            quote_locked: q.as_ref().map(|x| x.locked).unwrap_or_default(),
+            base_free: b.map(|x| x.free).unwrap_or_default(),
+            base_locked: b.map(|x| x.locked).unwrap_or_default(),
+            quote_free: q.map(|x| x.free).unwrap_or_default(),
+            quote_locked: q.map(|x| x.locked).unwrap_or_default(),
         };
-        let live: Vec<LiveOrder> = self
-            .orders
-            .open_of_symbol(symbol)
-            .filter(|o| {
-                matches!(
-                    o.state,
-                    OrderState::PendingNew
-                        | OrderState::Unknown
-                        | OrderState::New
-                        | OrderState::PartiallyFilled
-                )
-            })
-            .map(|o| LiveOrder {
-                id: o.handle,
-                side: to_strat_side(o.side),
-                price: o.price,
-                qty: o.remaining(),
-                placed_ms: o.placed_ms,
-                level: o.level,
-            })
-            .collect();
+        let mut sc = std::mem::take(&mut m.scratch);
+        sc.live.clear();
         // Our own orders that may still rest: a new bid at or above one of our asks (or
         // an ask at or below one of our bids) would trade with ourselves, and a post-only
         // order would be rejected. Such a quote waits until the old order is gone.
-        let resting = || self.orders.open_of_symbol(symbol);
-        let own_min_ask = resting()
-            .filter(|o| o.side == Side::Sell)
-            .map(|o| o.price)
-            .min();
-        let own_max_bid = resting()
-            .filter(|o| o.side == Side::Buy)
-            .map(|o| o.price)
-            .max();
-        let canceling: HashSet<strategies::Side> = self
-            .orders
-            .open_of_symbol(symbol)
-            .filter(|o| o.state == OrderState::PendingCancel)
-            .map(|o| to_strat_side(o.side))
-            .collect();
+        let mut own_min_ask: Option<Decimal> = None;
+        let mut own_max_bid: Option<Decimal> = None;
+        // Per side (buy, sell): funds locked in orders being canceled are not free yet.
+        let mut canceling = [false; 2];
+        for o in self.orders.open_of_symbol(symbol) {
+            match o.side {
+                Side::Sell => own_min_ask = Some(own_min_ask.map_or(o.price, |a| a.min(o.price))),
+                Side::Buy => own_max_bid = Some(own_max_bid.map_or(o.price, |b| b.max(o.price))),
+            }
+            if o.state == OrderState::PendingCancel {
+                canceling[side_index(to_strat_side(o.side))] = true;
+            }
+            if matches!(
+                o.state,
+                OrderState::PendingNew
+                    | OrderState::Unknown
+                    | OrderState::New
+                    | OrderState::PartiallyFilled
+            ) {
+                sc.live.push(LiveOrder {
+                    id: o.handle,
+                    side: to_strat_side(o.side),
+                    price: o.price,
+                    qty: o.remaining(),
+                    placed_ms: o.placed_ms,
+                    level: o.level,
+                });
+            }
+        }
         let ctx = Context {
             now_ms: now,
             rules: &m.setup.rules,
             market: &snap,
             balances: &balances,
-            live: &live,
+            live: &sc.live,
         };
-        let desired = m.strategy.quotes(&ctx);
+        m.strategy.quotes_into(&ctx, &mut sc.desired);
         let mark = snap.mid().or(snap.last).unwrap_or_default();
         let daily_pnl = m.tracker.daily_pnl(now, mark);
-        let decision = strategies::risk::check(
+        strategies::risk::check_into(
             &m.limits,
             &mut m.risk,
             &RiskInput {
@@ -570,26 +597,35 @@ impl Engine {
                 market: &snap,
                 position_base: m.tracker.position(),
                 daily_pnl,
-                live: &live,
+                live: &sc.live,
             },
-            &desired.quotes,
+            &sc.desired,
+            &mut sc.decision,
         );
-        if let Some(kill) = &decision.kill {
-            if decision.newly_killed {
+        if let Some(kill) = &sc.decision.kill {
+            if sc.decision.newly_killed {
                 error!(event = "kill_switch", symbol, reason = %kill, "KILL SWITCH: market stopped, all its orders canceled; restart or SIGHUP to resume");
             }
             m.killed = true;
+            m.scratch = sc;
             self.cancel_symbol_orders(symbol, "kill_switch");
             return;
         }
-        for (q, r) in &decision.refused {
+        for (q, r) in &sc.decision.refused {
             debug!(event = "risk_refusal", symbol, side = %q.side, price = %q.price, qty = %q.qty, reason = %r, kind = r.kind(), "quote refused by risk");
         }
         let policy = m.strategy.refresh_policy();
-        let actions = strategies::diff::diff(&decision.allowed, &live, &policy, &snap, now);
+        strategies::diff::diff_into(
+            &sc.decision.allowed,
+            &sc.live,
+            &policy,
+            snap.mid(),
+            now,
+            &mut sc.actions,
+        );
         let tick = m.pending_tick;
         let mut placed_any = false;
-        for a in actions {
+        for a in sc.actions.drain(..) {
             match a {
                 strategies::diff::Action::Cancel { id, reason } => {
                     let cid = self
@@ -608,7 +644,7 @@ impl Engine {
                 strategies::diff::Action::Place(q) => {
                     // Funds locked in orders being canceled are not free yet: wait for them,
                     // rather than have the exchange reject for insufficient balance.
-                    if canceling.contains(&q.side) {
+                    if canceling[side_index(q.side)] {
                         continue;
                     }
                     let crosses_own = match q.side {
@@ -623,11 +659,17 @@ impl Engine {
                 }
             }
         }
-        if placed_any && let Some(m) = self.markets.get_mut(symbol) {
-            m.pending_tick = None;
+        if let Some(m) = self.markets.get_mut(symbol) {
+            m.scratch = sc;
+            if placed_any {
+                m.pending_tick = None;
+            }
         }
     }
 
+    /// The order book and the client id are settled before the request exists (an answer
+    /// may come right after it); the log line, the counter and the ledger record wait
+    /// until the request is written ([`Self::after_requests`]).
     fn place(&mut self, symbol: &str, q: strategies::Quote, tick: Option<Instant>) {
         let client_id = self.ids.next(symbol);
         let handle = self.next_handle;
@@ -645,12 +687,14 @@ impl Engine {
         );
         self.orders.insert(order);
         self.placing.insert(client_id.clone(), symbol.to_owned());
-        self.record_order(&client_id, "placed");
-        self.metrics.inc(
-            metrics::ORDERS_PLACED,
-            &[("symbol", symbol), ("side", side.as_str())],
-        );
-        info!(event = "quote_placed", symbol, side = side.as_str(), price = %q.price, qty = %q.qty, quote_level = q.level, client_order_id = %client_id, "placing quote");
+        self.placed_notes.push(PlacedNote {
+            client_id: client_id.clone(),
+            symbol: symbol.to_owned(),
+            side,
+            price: q.price,
+            qty: q.qty,
+            level: q.level,
+        });
         self.out.push(Command::Place(PlaceOrder {
             symbol: symbol.to_owned(),
             client_id,
@@ -660,6 +704,30 @@ impl Engine {
             post_only: self.s.post_only,
             tick_received: tick,
         }));
+    }
+
+    /// Whether [`Self::after_requests`] has work.
+    pub fn has_after_requests(&self) -> bool {
+        !self.placed_notes.is_empty()
+    }
+
+    /// What the last input's placements left for after their requests are written: the
+    /// `quote_placed` log line, the placed-orders counter and the ledger's order record.
+    /// Nothing else happens between: the records are those `handle` would have made.
+    pub fn after_requests(&mut self) -> Vec<Command> {
+        let notes = std::mem::take(&mut self.placed_notes);
+        for n in &notes {
+            self.record_order(&n.client_id, "placed");
+            self.metrics.inc(
+                metrics::ORDERS_PLACED,
+                &[("symbol", n.symbol.as_str()), ("side", n.side.as_str())],
+            );
+            info!(event = "quote_placed", symbol = n.symbol.as_str(), side = n.side.as_str(), price = %n.price, qty = %n.qty, quote_level = n.level, client_order_id = %n.client_id, "placing quote");
+        }
+        // Hand the (emptied) buffer back for the next input.
+        self.placed_notes = notes;
+        self.placed_notes.clear();
+        std::mem::take(&mut self.out)
     }
 
     fn send_cancel(&mut self, client_id: &str, reason: &str) {

@@ -432,10 +432,16 @@ pub async fn run(
     let mut records: Vec<Record> = Vec::new();
 
     'main: loop {
-        if !records.is_empty() {
-            // Lets the request tasks just spawned run (and hand their bytes to the
-            // socket) before this task wakes the ledger thread.
+        if !records.is_empty() || engine.has_after_requests() {
+            // Lets the request tasks just spawned run (and write their bytes to the
+            // socket) before this task logs the quotes and wakes the ledger thread.
             tokio::task::yield_now().await;
+            for c in engine.after_requests() {
+                match c {
+                    Command::Record(r) => records.push(r),
+                    other => io.execute(other, None),
+                }
+            }
             for r in records.drain(..) {
                 ledger.send(r);
             }
@@ -541,6 +547,11 @@ pub async fn run(
         }
     }
 
+    for c in engine.after_requests() {
+        if let Command::Record(r) = c {
+            records.push(r);
+        }
+    }
     for r in records.drain(..) {
         ledger.send(r);
     }
@@ -678,8 +689,8 @@ impl Io {
         };
         let me = self.clone();
         tokio::spawn(async move {
-            // Ends when the signed request is handed to the connection, not when this task
-            // starts: signing and building the request are part of the hot path.
+            // Ends when the signed request's bytes are written to the socket, not when this
+            // task starts: signing, building and writing the request are the hot path.
             let tick_to_order = |sent: std::time::Instant| {
                 me.note_sent(reacting_to, sent);
                 if let Some(t) = p.tick_received {

@@ -59,8 +59,11 @@ impl H {
         }
     }
 
+    /// As the runner: the input, then what waits for its requests to be written.
     fn feed(&mut self, input: Input) -> Vec<Command> {
-        self.e.handle(input, self.now)
+        let mut c = self.e.handle(input, self.now);
+        c.extend(self.e.after_requests());
+        c
     }
 
     /// Stream up, startup resync answered, market data: returns the first quotes.
