@@ -97,17 +97,6 @@ struct Scratch {
     actions: Vec<strategies::diff::Action>,
 }
 
-/// What a placement did that can wait until its request is written: logged, counted and
-/// recorded by [`Engine::after_requests`].
-struct PlacedNote {
-    client_id: String,
-    symbol: String,
-    side: Side,
-    price: Decimal,
-    qty: Decimal,
-    level: u32,
-}
-
 impl Market {
     fn new(setup: MarketSetup) -> Result<Self, String> {
         let strategy = crate::config::build_strategy(&setup.config).map_err(|e| e.to_string())?;
@@ -183,7 +172,7 @@ pub struct Engine {
     now_ms: u64,
     out: Vec<Command>,
     /// Placements whose log line, counter and record wait for their requests' write.
-    placed_notes: Vec<PlacedNote>,
+    placed_unannounced: Vec<String>,
 }
 
 fn to_strat_side(s: Side) -> strategies::Side {
@@ -242,7 +231,7 @@ impl Engine {
             last_status_check_ms: 0,
             now_ms: 0,
             out: Vec::new(),
-            placed_notes: Vec::new(),
+            placed_unannounced: Vec::new(),
         };
         for m in markets {
             e.add_market(m)?;
@@ -687,14 +676,7 @@ impl Engine {
         );
         self.orders.insert(order);
         self.placing.insert(client_id.clone(), symbol.to_owned());
-        self.placed_notes.push(PlacedNote {
-            client_id: client_id.clone(),
-            symbol: symbol.to_owned(),
-            side,
-            price: q.price,
-            qty: q.qty,
-            level: q.level,
-        });
+        self.placed_unannounced.push(client_id.clone());
         self.out.push(Command::Place(PlaceOrder {
             symbol: symbol.to_owned(),
             client_id,
@@ -708,25 +690,27 @@ impl Engine {
 
     /// Whether [`Self::after_requests`] has work.
     pub fn has_after_requests(&self) -> bool {
-        !self.placed_notes.is_empty()
+        !self.placed_unannounced.is_empty()
     }
 
     /// What the last input's placements left for after their requests are written: the
-    /// `quote_placed` log line, the placed-orders counter and the ledger's order record.
-    /// Nothing else happens between: the records are those `handle` would have made.
+    /// `quote_placed` log line, the placed-orders counter and the ledger's order record,
+    /// all read from the order book (nothing else has happened to these orders since).
     pub fn after_requests(&mut self) -> Vec<Command> {
-        let notes = std::mem::take(&mut self.placed_notes);
-        for n in &notes {
-            self.record_order(&n.client_id, "placed");
-            self.metrics.inc(
-                metrics::ORDERS_PLACED,
-                &[("symbol", n.symbol.as_str()), ("side", n.side.as_str())],
-            );
-            info!(event = "quote_placed", symbol = n.symbol.as_str(), side = n.side.as_str(), price = %n.price, qty = %n.qty, quote_level = n.level, client_order_id = %n.client_id, "placing quote");
+        let placed = std::mem::take(&mut self.placed_unannounced);
+        for cid in &placed {
+            self.record_order(cid, "placed");
+            if let Some(o) = self.orders.get(cid) {
+                self.metrics.inc(
+                    metrics::ORDERS_PLACED,
+                    &[("symbol", o.symbol.as_str()), ("side", o.side.as_str())],
+                );
+                info!(event = "quote_placed", symbol = o.symbol.as_str(), side = o.side.as_str(), price = %o.price, qty = %o.qty, quote_level = o.level, client_order_id = %cid, "placing quote");
+            }
         }
         // Hand the (emptied) buffer back for the next input.
-        self.placed_notes = notes;
-        self.placed_notes.clear();
+        self.placed_unannounced = placed;
+        self.placed_unannounced.clear();
         std::mem::take(&mut self.out)
     }
 
