@@ -421,15 +421,7 @@ impl RestClient {
     }
 
     pub async fn place_order(&self, order: &NewOrder) -> Result<OrderResponse, RestError> {
-        self.call_noting_send(
-            Method::POST,
-            "/api/v3/order",
-            Auth::Signed,
-            order_cost(),
-            &order.params(),
-            None,
-        )
-        .await
+        self.submit_order(order, None).await
     }
 
     /// `place_order`, then `on_send` with the moment the request's bytes were written to
@@ -440,13 +432,21 @@ impl RestClient {
         order: &NewOrder,
         on_send: &(dyn Fn(Instant) + Sync),
     ) -> Result<OrderResponse, RestError> {
+        self.submit_order(order, Some(on_send)).await
+    }
+
+    async fn submit_order(
+        &self,
+        order: &NewOrder,
+        on_send: Option<&(dyn Fn(Instant) + Sync)>,
+    ) -> Result<OrderResponse, RestError> {
         self.call_noting_send(
             Method::POST,
             "/api/v3/order",
             Auth::Signed,
             order_cost(),
             &order.params(),
-            Some(on_send),
+            on_send,
         )
         .await
     }
@@ -456,15 +456,7 @@ impl RestClient {
         symbol: &str,
         order: &OrderRef,
     ) -> Result<OrderResponse, RestError> {
-        let params = [("symbol", symbol.to_owned()), order.param()];
-        self.call(
-            Method::DELETE,
-            "/api/v3/order",
-            Auth::Signed,
-            cancel_cost(),
-            &params,
-        )
-        .await
+        self.submit_cancel(symbol, order, None).await
     }
 
     /// `cancel_order`, then `on_send` with the moment its bytes were written, as
@@ -476,6 +468,15 @@ impl RestClient {
         order: &OrderRef,
         on_send: &(dyn Fn(Instant) + Sync),
     ) -> Result<OrderResponse, RestError> {
+        self.submit_cancel(symbol, order, Some(on_send)).await
+    }
+
+    async fn submit_cancel(
+        &self,
+        symbol: &str,
+        order: &OrderRef,
+        on_send: Option<&(dyn Fn(Instant) + Sync)>,
+    ) -> Result<OrderResponse, RestError> {
         let params = [("symbol", symbol.to_owned()), order.param()];
         self.call_noting_send(
             Method::DELETE,
@@ -483,7 +484,7 @@ impl RestClient {
             Auth::Signed,
             cancel_cost(),
             &params,
-            Some(on_send),
+            on_send,
         )
         .await
     }
