@@ -337,6 +337,21 @@ impl SymbolState {
         Decimal::from(ticks) * self.cfg.tick_size
     }
 
+    /// Best bid, its size, best ask, its size; zeros for an empty side (as Binance shows it).
+    fn touch(&self) -> (Decimal, Decimal, Decimal, Decimal) {
+        let (b, bq) = self
+            .book
+            .best_bid()
+            .map(|(p, q)| (self.price(p), q))
+            .unwrap_or_default();
+        let (a, aq) = self
+            .book
+            .best_ask()
+            .map(|(p, q)| (self.price(p), q))
+            .unwrap_or_default();
+        (b, bq, a, aq)
+    }
+
     fn record_trade_stats(&mut self, price: Decimal, qty: Decimal, id: u64) {
         if self.trade_count == 0 {
             self.first_trade_id = id as i64;
@@ -1817,17 +1832,7 @@ impl Exchange {
                 }
             }
             let (bid, bid_q, ask, ask_q) = if s.active {
-                let (b, bq) = s
-                    .book
-                    .best_bid()
-                    .map(|(p, q)| (s.price(p), q))
-                    .unwrap_or_default();
-                let (a, aq) = s
-                    .book
-                    .best_ask()
-                    .map(|(p, q)| (s.price(p), q))
-                    .unwrap_or_default();
-                (b, bq, a, aq)
+                s.touch()
             } else {
                 (
                     s.last - s.cfg.tick_size,
@@ -1936,16 +1941,7 @@ impl Exchange {
 
     fn ticker_value(s: &SymbolState, book: bool) -> serde_json::Value {
         if book {
-            let (b, bq) = s
-                .book
-                .best_bid()
-                .map(|(p, q)| (s.price(p), q))
-                .unwrap_or_default();
-            let (a, aq) = s
-                .book
-                .best_ask()
-                .map(|(p, q)| (s.price(p), q))
-                .unwrap_or_default();
+            let (b, bq, a, aq) = s.touch();
             serde_json::json!({"symbol": s.cfg.symbol, "bidPrice": fmt8(b), "bidQty": fmt8(bq),
                                "askPrice": fmt8(a), "askQty": fmt8(aq)})
         } else {
