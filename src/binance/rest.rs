@@ -680,8 +680,13 @@ impl RestClient {
             url.push('?');
             url.push_str(&query);
         }
-        // The end of a signed query is its signature: no other request line has it.
-        let key = url.as_bytes()[url.len().saturating_sub(24)..].to_vec();
+        // The end of a signed query is its signature: no other request line has it. Only
+        // probed requests (orders, cancels) are watched; the others pay nothing.
+        let stamp = on_send.map(|_| {
+            self.inner
+                .writes
+                .watch(&url.as_bytes()[url.len().saturating_sub(24)..])
+        });
         // The URL carries the signed query; keep it out of errors.
         let uri = http::Uri::try_from(url)
             .map_err(|e| RestError::Transport(format!("{path}: invalid request URL: {e}")))?;
@@ -699,7 +704,6 @@ impl RestClient {
         let req = req
             .body(Empty::new())
             .map_err(|e| RestError::Transport(format!("{path}: {e}")))?;
-        let stamp = on_send.map(|_| self.inner.writes.watch(&key));
         let started = Instant::now();
         // One deadline for connect, send and the whole response, as reqwest's `timeout`.
         let exchange = tokio::time::timeout(self.inner.timeout, async {
