@@ -98,6 +98,13 @@ struct Scratch {
 }
 
 impl Market {
+    /// The market's state as the engine quotes from it: from a stream frame or a REST seed.
+    fn take_snapshot(&mut self, snap: MarketSnapshot, now_ms: u64) {
+        self.strategy.on_market(&snap);
+        self.snapshot = Some(snap);
+        self.last_data_ms = Some(now_ms);
+    }
+
     fn new(setup: MarketSetup) -> Result<Self, String> {
         let strategy = crate::config::build_strategy(&setup.config).map_err(|e| e.to_string())?;
         let limits = crate::config::risk_limits(&setup.config).map_err(|e| e.to_string())?;
@@ -444,9 +451,7 @@ impl Engine {
         let Some(m) = self.markets.get_mut(&symbol) else {
             return;
         };
-        m.strategy.on_market(&snap);
-        m.snapshot = Some(snap);
-        m.last_data_ms = Some(self.now_ms);
+        m.take_snapshot(snap, self.now_ms);
         m.pending_tick = Some(received);
         self.requote(&symbol);
     }
@@ -468,9 +473,7 @@ impl Engine {
                 ts_ms: self.now_ms,
             };
             info!(event = "market_seeded", symbol = %t.symbol, bid = %t.bid_price, ask = %t.ask_price, "best bid/ask from REST: quoting need not wait for the first stream frame");
-            m.strategy.on_market(&snap);
-            m.snapshot = Some(snap);
-            m.last_data_ms = Some(self.now_ms);
+            m.take_snapshot(snap, self.now_ms);
             self.requote(&t.symbol);
         }
     }
