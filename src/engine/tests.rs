@@ -66,8 +66,8 @@ impl H {
         c
     }
 
-    /// Stream up, startup resync answered, market data: returns the first quotes.
-    fn start(&mut self) -> Vec<PlaceOrder> {
+    /// Both streams up: the engine asks for its startup resync (history seeded first).
+    fn streams_up(&mut self) {
         let c = self.feed(Input::StreamUp {
             stream: Stream::Market,
             reason: ConnectReason::Initial,
@@ -88,6 +88,11 @@ impl H {
             trades_from.iter().all(|(_, from)| from.is_none()),
             "history is seeded first"
         );
+    }
+
+    /// Stream up, startup resync answered, market data: returns the first quotes.
+    fn start(&mut self) -> Vec<PlaceOrder> {
+        self.streams_up();
         let c = self.feed(Input::Resynced {
             reason: ResyncReason::Startup,
             result: Ok(snapshot(vec![])),
@@ -987,14 +992,7 @@ fn seed(symbol: &str, bid: Decimal, ask: Decimal) -> Input {
 #[test]
 fn a_rest_seed_lets_quoting_start_before_the_first_stream_frame() {
     let mut h = H::new(&["BTCUSDT"]);
-    h.feed(Input::StreamUp {
-        stream: Stream::Market,
-        reason: ConnectReason::Initial,
-    });
-    h.feed(Input::StreamUp {
-        stream: Stream::User,
-        reason: ConnectReason::Initial,
-    });
+    h.streams_up();
     // Before the startup resync nothing may be sent: the seed is kept for it.
     assert!(places(&h.feed(seed("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
     let quotes = places(&h.feed(Input::Resynced {
