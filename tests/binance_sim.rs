@@ -237,6 +237,37 @@ async fn book_tickers_of_several_symbols_in_one_request() {
 }
 
 #[tokio::test]
+async fn exchange_info_for_the_configured_symbols_only() {
+    let sim = sim(Dialect::Y2026, Duration::from_secs(3600)).await;
+    let c = rest(&sim);
+    let all = c.exchange_info().await.unwrap();
+    assert!(
+        all.symbols.len() > 2,
+        "{} symbols listed",
+        all.symbols.len()
+    );
+    let asked = vec!["ETHUSDT".to_string(), "BTCUSDT".to_string()];
+    let info = c.exchange_info_for(&asked).await.unwrap();
+    let symbols: Vec<&str> = info.symbols.iter().map(|s| s.symbol.as_str()).collect();
+    assert_eq!(symbols, ["ETHUSDT", "BTCUSDT"]);
+    assert!(
+        info.symbols.iter().all(|s| !s.filters.is_empty()),
+        "filters come with the narrowed answer: {info:?}"
+    );
+    assert_eq!(
+        info.rate_limits, all.rate_limits,
+        "and so do the rate limits"
+    );
+    // A symbol no longer listed fails the narrowed request (-1121): the full list answers,
+    // so the caller can tell which one is gone.
+    let with_gone = vec!["BTCUSDT".to_string(), "GONEUSDT".to_string()];
+    let info = c.exchange_info_for(&with_gone).await.unwrap();
+    assert_eq!(info.symbols.len(), all.symbols.len());
+    assert!(info.symbols.iter().all(|s| s.symbol != "GONEUSDT"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn rate_limit_429_then_no_requests_until_retry_after() {
     let sim = sim(Dialect::Y2018, Duration::from_secs(3600)).await;
     let c = rest(&sim);

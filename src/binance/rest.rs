@@ -371,14 +371,37 @@ impl RestClient {
         Ok(offset)
     }
 
+    /// Every symbol the exchange lists: several MB on Binance Spot.
     pub async fn exchange_info(&self) -> Result<ExchangeInfo, RestError> {
+        self.exchange_info_request(&[]).await
+    }
+
+    /// Only `symbols` (same weight, a few KB instead of several MB, which the status check
+    /// used to download and parse every 30 s). Binance refuses the whole request with -1121
+    /// when one of them is no longer listed; the full list then says which.
+    pub async fn exchange_info_for(&self, symbols: &[String]) -> Result<ExchangeInfo, RestError> {
+        if symbols.is_empty() {
+            return self.exchange_info().await;
+        }
+        let list = serde_json::to_string(symbols)
+            .map_err(|e| RestError::Decode(format!("symbols: {e}")))?;
+        match self.exchange_info_request(&[("symbols", list)]).await {
+            Err(RestError::Api { code: -1121, .. }) => self.exchange_info().await,
+            other => other,
+        }
+    }
+
+    async fn exchange_info_request(
+        &self,
+        params: &[(&str, String)],
+    ) -> Result<ExchangeInfo, RestError> {
         let info: ExchangeInfo = self
             .call(
                 Method::GET,
                 "/api/v3/exchangeInfo",
                 Auth::None,
                 cost(20),
-                &[],
+                params,
             )
             .await?;
         self.apply_rate_limits(&info);

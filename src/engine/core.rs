@@ -1585,7 +1585,9 @@ impl Engine {
             && now.saturating_sub(self.last_status_check_ms) >= self.s.status_check_interval_ms
         {
             self.last_status_check_ms = now;
-            self.out.push(Command::CheckSymbols);
+            self.out.push(Command::CheckSymbols {
+                symbols: self.markets.keys().cloned().collect(),
+            });
         }
         if now.saturating_sub(self.last_mark_ms) >= self.s.mark_interval_ms {
             self.last_mark_ms = now;

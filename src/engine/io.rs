@@ -180,8 +180,10 @@ pub enum Command {
         reason: ResyncReason,
         trades_from: Vec<(String, Option<i64>)>,
     },
-    /// Ask exchangeInfo for the configured symbols' trading status.
-    CheckSymbols,
+    /// Ask exchangeInfo for these (the configured) symbols' trading status.
+    CheckSymbols {
+        symbols: Vec<String>,
+    },
     /// Market symbols changed (SIGHUP): the market stream must follow.
     SetMarketSymbols(Vec<String>),
     /// Append to the ledger (a writer thread does the IO).

@@ -2,6 +2,7 @@
 //! for the core's commands, timers and signals. Everything here only moves data; every
 //! trading decision is the core's. One task owns the core and consumes one channel.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -347,8 +348,9 @@ pub async fn run(
         offset_ms = offset,
         "server time offset"
     );
+    let symbols: Vec<String> = cfg.markets.iter().map(|m| m.symbol.clone()).collect();
     let info = rest
-        .exchange_info()
+        .exchange_info_for(&symbols)
         .await
         .context("GET /api/v3/exchangeInfo")?;
     rest.apply_rate_limits(&info);
@@ -600,6 +602,23 @@ fn spawn_market_seed(rest: RestClient, symbols: Vec<String>, tx: mpsc::Unbounded
     });
 }
 
+/// The status of each of `symbols`; one the exchange no longer lists is `NOT_LISTED`, so
+/// the engine stops quoting it as it would a halted one.
+fn symbol_statuses(symbols: &[String], info: ExchangeInfo) -> Vec<(String, String)> {
+    let mut listed: HashMap<String, String> = info
+        .symbols
+        .into_iter()
+        .map(|s| (s.symbol, s.status))
+        .collect();
+    symbols
+        .iter()
+        .map(|s| {
+            let status = listed.remove(s).unwrap_or_else(|| "NOT_LISTED".into());
+            (s.clone(), status)
+        })
+        .collect()
+}
+
 /// SIGHUP: re-read the market files and look them up at the exchange; an invalid file is
 /// refused and the running markets stay.
 fn spawn_reload(cfg: &Config, rest: RestClient, tx: mpsc::UnboundedSender<Input>) {
@@ -614,7 +633,8 @@ fn spawn_reload(cfg: &Config, rest: RestClient, tx: mpsc::UnboundedSender<Input>
                 return;
             }
         };
-        let info = match rest.exchange_info().await {
+        let symbols: Vec<String> = markets.iter().map(|m| m.symbol.clone()).collect();
+        let info = match rest.exchange_info_for(&symbols).await {
             Ok(i) => i,
             Err(e) => {
                 error!(event = "reload_refused", error = %e, "exchangeInfo failed: the running config stays");
@@ -765,13 +785,8 @@ impl Io {
                             .map_err(|e| failure(&e)),
                     }
                 }
-                Command::CheckSymbols => match rest.exchange_info().await {
-                    Ok(info) => Input::SymbolStatus(
-                        info.symbols
-                            .into_iter()
-                            .map(|s| (s.symbol, s.status))
-                            .collect(),
-                    ),
+                Command::CheckSymbols { symbols } => match rest.exchange_info_for(&symbols).await {
+                    Ok(info) => Input::SymbolStatus(symbol_statuses(&symbols, info)),
                     Err(e) => {
                         me.blocked(&e);
                         warn!(event = "status_check_failed", error = %e, "exchangeInfo failed");
@@ -893,5 +908,43 @@ pub(crate) fn market_mode(kind: MarketStreamKind) -> MarketMode {
         MarketStreamKind::TickerArr => MarketMode::TickerArr,
         MarketStreamKind::BookTicker => MarketMode::BookTicker,
         MarketStreamKind::Ticker => MarketMode::Ticker,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(symbol: &str, status: &str) -> crate::binance::types::SymbolInfo {
+        crate::binance::types::SymbolInfo {
+            symbol: symbol.into(),
+            status: status.into(),
+            base_asset: "X".into(),
+            quote_asset: "USDT".into(),
+            filters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_configured_symbol_the_exchange_no_longer_lists_is_not_listed() {
+        let info = ExchangeInfo {
+            server_time: 0,
+            rate_limits: Vec::new(),
+            symbols: vec![
+                listed("ETHUSDT", "BREAK"),
+                listed("BTCUSDT", "TRADING"),
+                listed("BNBUSDT", "TRADING"),
+            ],
+        };
+        let asked = ["BTCUSDT".to_string(), "GONEUSDT".into(), "ETHUSDT".into()];
+        assert_eq!(
+            symbol_statuses(&asked, info),
+            [
+                ("BTCUSDT".to_string(), "TRADING".to_string()),
+                ("GONEUSDT".into(), "NOT_LISTED".into()),
+                ("ETHUSDT".into(), "BREAK".into()),
+            ],
+            "every configured symbol once, in order; unconfigured ones left out"
+        );
     }
 }
