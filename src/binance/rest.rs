@@ -28,6 +28,13 @@ use super::types::{
     RestBookTicker, ServerTime, Side,
 };
 
+/// Binance's `symbols=["A","B"]` parameter.
+fn symbols_param(symbols: &[String]) -> Result<(&'static str, String), RestError> {
+    serde_json::to_string(symbols)
+        .map(|list| ("symbols", list))
+        .map_err(|e| RestError::Decode(format!("symbols: {e}")))
+}
+
 #[derive(Clone)]
 pub struct RestSettings {
     /// e.g. `https://api.binance.com` (no trailing slash needed).
@@ -383,9 +390,7 @@ impl RestClient {
         if symbols.is_empty() {
             return self.exchange_info().await;
         }
-        let list = serde_json::to_string(symbols)
-            .map_err(|e| RestError::Decode(format!("symbols: {e}")))?;
-        match self.exchange_info_request(&[("symbols", list)]).await {
+        match self.exchange_info_request(&[symbols_param(symbols)?]).await {
             Err(RestError::Api { code: -1121, .. }) => self.exchange_info().await,
             other => other,
         }
@@ -410,14 +415,12 @@ impl RestClient {
 
     /// The best bid and ask of `symbols`, in one request (weight 4 for any number).
     pub async fn book_tickers(&self, symbols: &[String]) -> Result<Vec<RestBookTicker>, RestError> {
-        let list = serde_json::to_string(symbols)
-            .map_err(|e| RestError::Decode(format!("symbols: {e}")))?;
         self.call(
             Method::GET,
             "/api/v3/ticker/bookTicker",
             Auth::None,
             cost(4),
-            &[("symbols", list)],
+            &[symbols_param(symbols)?],
         )
         .await
     }

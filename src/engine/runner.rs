@@ -348,12 +348,10 @@ pub async fn run(
         offset_ms = offset,
         "server time offset"
     );
-    let symbols: Vec<String> = cfg.markets.iter().map(|m| m.symbol.clone()).collect();
     let info = rest
-        .exchange_info_for(&symbols)
+        .exchange_info_for(&symbols_of(&cfg.markets))
         .await
         .context("GET /api/v3/exchangeInfo")?;
-    rest.apply_rate_limits(&info);
     rest.set_rate_limit_share(cfg.exchange.rate_limit_share);
     let setups = market_setups(&info, &cfg.markets).map_err(FatalConfig)?;
 
@@ -602,6 +600,10 @@ fn spawn_market_seed(rest: RestClient, symbols: Vec<String>, tx: mpsc::Unbounded
     });
 }
 
+fn symbols_of(markets: &[crate::config::MarketConfig]) -> Vec<String> {
+    markets.iter().map(|m| m.symbol.clone()).collect()
+}
+
 /// The status of each of `symbols`; one the exchange no longer lists is `NOT_LISTED`, so
 /// the engine stops quoting it as it would a halted one.
 fn symbol_statuses(symbols: &[String], info: ExchangeInfo) -> Vec<(String, String)> {
@@ -633,8 +635,7 @@ fn spawn_reload(cfg: &Config, rest: RestClient, tx: mpsc::UnboundedSender<Input>
                 return;
             }
         };
-        let symbols: Vec<String> = markets.iter().map(|m| m.symbol.clone()).collect();
-        let info = match rest.exchange_info_for(&symbols).await {
+        let info = match rest.exchange_info_for(&symbols_of(&markets)).await {
             Ok(i) => i,
             Err(e) => {
                 error!(event = "reload_refused", error = %e, "exchangeInfo failed: the running config stays");
