@@ -523,7 +523,16 @@ pub async fn run(
             _ => None,
         };
         let commands = engine.handle(input, now_ms());
+        // Order requests handed to the REST client so far for this input. hyper writes a
+        // request from its connection task, which runs only once the tasks queued before
+        // it have: spawning every request at once put the signing and building of all
+        // the others between a frame and its first request's write. Yielding before
+        // each further request lets the one before it reach the socket first.
+        let mut requests = 0usize;
         for c in commands {
+            if requests > 0 && matches!(c, Command::Place(_) | Command::Cancel { .. }) {
+                tokio::task::yield_now().await;
+            }
             match c {
                 Command::Exit { code } => {
                     exit_code = code;
@@ -540,8 +549,12 @@ pub async fn run(
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                     }
                     io.place(p, reacting_to.take());
+                    requests += 1;
                 }
-                c @ Command::Cancel { .. } => io.execute(c, reacting_to.take()),
+                c @ Command::Cancel { .. } => {
+                    io.execute(c, reacting_to.take());
+                    requests += 1;
+                }
                 other => io.execute(other, None),
             }
         }
