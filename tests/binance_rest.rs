@@ -319,3 +319,126 @@ async fn connection_refused_is_a_transport_error_without_secrets() {
         "{text}"
     );
 }
+
+/// A raw HTTP/1.1 server: answers every request with an order, keeps the connection
+/// alive or closes it after `per_connection` answers, and keeps each request's head.
+struct RawServer {
+    url: String,
+    connections: Arc<AtomicUsize>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+async fn raw_server(per_connection: usize) -> RawServer {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (conns, hs) = (connections.clone(), heads.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            conns.fetch_add(1, Ordering::SeqCst);
+            let hs = hs.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for _ in 0..per_connection {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    hs.lock().push(head);
+                    let body = r#"{"symbol":"BTCUSDT","orderId":7,"clientOrderId":"mmd-1","status":"NEW"}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-mbx-used-weight-1m: 300\r\nx-mbx-order-count-10s: 50\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                // Ends the kept-alive connection, as a server's idle timeout does.
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    RawServer {
+        url,
+        connections,
+        heads,
+    }
+}
+
+#[tokio::test]
+async fn orders_and_cancels_reuse_one_kept_alive_connection() {
+    let srv = raw_server(usize::MAX).await;
+    let c = client(&srv.url);
+    for _ in 0..3 {
+        let r = c.place_order(&order("BTCUSDT")).await.unwrap();
+        assert_eq!(r.order_id, 7);
+    }
+    c.cancel_order("BTCUSDT", &OrderRef::ClientOrderId("mmd-1".into()))
+        .await
+        .unwrap();
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
+    let heads = srv.heads.lock().clone();
+    assert_eq!(heads.len(), 4);
+    let host = srv.url.trim_start_matches("http://");
+    for h in &heads[..3] {
+        assert!(h.starts_with("POST /api/v3/order?symbol=BTCUSDT&"), "{h}");
+    }
+    assert!(heads[3].starts_with("DELETE /api/v3/order?symbol=BTCUSDT&"));
+    for h in &heads {
+        let lower = h.to_ascii_lowercase();
+        assert!(lower.contains(&format!("\r\nhost: {host}\r\n")), "{h}");
+        assert!(
+            lower.contains(&format!("\r\nx-mbx-apikey: {KEY}\r\n")),
+            "{h}"
+        );
+        assert!(h.contains("&signature="), "{h}");
+    }
+    // The rate-limit headers of the answers are kept, as for every other request.
+    let st = c.rate_limit_status();
+    assert!(st.orders_10s >= 50 && st.used_weight_1m >= 300, "{st:?}");
+}
+
+#[tokio::test]
+async fn an_order_after_the_server_closed_the_kept_alive_connection_goes_on_a_new_one() {
+    let srv = raw_server(1).await;
+    let c = client(&srv.url);
+    c.place_order(&order("BTCUSDT")).await.unwrap();
+    // The server's close reaches the idle connection before the next order.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.place_order(&order("BTCUSDT")).await.unwrap();
+    c.cancel_order("BTCUSDT", &OrderRef::ClientOrderId("mmd-1".into()))
+        .await
+        .unwrap();
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(srv.heads.lock().len(), 3, "each request was sent once");
+}
+
+#[tokio::test]
+async fn an_order_to_a_closed_port_is_a_connect_error_without_the_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c = client(&format!("http://{port}"));
+    let e = c.place_order(&order("BTCUSDT")).await.unwrap_err();
+    match &e {
+        RestError::Transport(m) => {
+            assert!(m.starts_with("connect: "), "{m}");
+            assert!(!m.contains("signature") && !m.contains("BTCUSDT"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.outcome_unknown());
+}

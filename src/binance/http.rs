@@ -185,6 +185,190 @@ impl<T: Connection> Connection for StampedIo<T> {
     }
 }
 
+/// The order path's own HTTP/1.1 connections, driven by the request's task.
+///
+/// With hyper-util's pooled client a request is handed to the connection's task, which
+/// writes it only once every task queued before it has run (on one thread: the other
+/// requests of the same market frame, each signed and built first). Here the task that
+/// sends a request polls its connection itself, so the bytes are written in the same
+/// poll that built them. Each connection carries one request at a time and goes back to
+/// the idle list once its response has been read (keep-alive); an idle connection the
+/// server has closed is noticed when it is next taken, and a request that a reused
+/// connection closed before writing is sent once more on a new connection (as
+/// hyper-util's client retries it).
+pub struct DirectPool<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Response: Read + Write + Unpin,
+{
+    connector: Stamping<C>,
+    /// The scheme and authority connections are opened to.
+    target: Uri,
+    idle: Mutex<Vec<Idle<StampedIo<C::Response>>>>,
+    idle_timeout: std::time::Duration,
+}
+
+type DirectBody = http_body_util::Empty<bytes::Bytes>;
+
+struct Idle<T: Read + Write + Unpin> {
+    send: hyper::client::conn::http1::SendRequest<DirectBody>,
+    conn: hyper::client::conn::http1::Connection<T, DirectBody>,
+    since: Instant,
+}
+
+/// How a direct exchange on one connection failed.
+enum Failed {
+    Send(hyper::client::conn::TrySendError<http::Request<DirectBody>>),
+    Body(hyper::Error),
+}
+
+/// Why a direct exchange failed.
+#[derive(Debug)]
+pub enum DirectError {
+    /// No connection could be opened (the request was not sent).
+    Connect(BoxError),
+    /// The request or its response failed on an open connection.
+    Http(hyper::Error),
+}
+
+impl<C> DirectPool<C>
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: Read + Write + Unpin + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    pub fn new(connector: Stamping<C>, target: Uri, idle_timeout: std::time::Duration) -> Self {
+        Self {
+            connector,
+            target,
+            idle: Mutex::new(Vec::new()),
+            idle_timeout,
+        }
+    }
+
+    /// Sends `req` (origin-form URI, with its Host header) and reads the whole response.
+    pub async fn exchange(
+        &self,
+        mut req: http::Request<DirectBody>,
+    ) -> Result<(http::response::Parts, bytes::Bytes), DirectError> {
+        loop {
+            let (mut c, reused) = match self.take_idle().await {
+                Some(c) => (c, true),
+                None => (self.connect().await?, false),
+            };
+            let mut closed = false;
+            let sent = c.send.try_send_request(req);
+            let outcome = drive(&mut c.conn, &mut closed, async {
+                let resp = sent.await.map_err(Failed::Send)?;
+                let (parts, body) = resp.into_parts();
+                use http_body_util::BodyExt as _;
+                match body.collect().await {
+                    Ok(b) => Ok((parts, b.to_bytes())),
+                    Err(e) => Err(Failed::Body(e)),
+                }
+            })
+            .await;
+            match outcome {
+                Ok(done) => {
+                    self.put_back(c, closed).await;
+                    return Ok(done);
+                }
+                Err(Failed::Body(e)) => return Err(DirectError::Http(e)),
+                Err(Failed::Send(mut e)) => match e.take_message() {
+                    // The reused connection was closed before the request was written
+                    // (the server ended a keep-alive connection): a new one gets it.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(DirectError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Idle<StampedIo<C::Response>>, DirectError> {
+        use tower_service::Service as _;
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(DirectError::Connect)?;
+        let io = connector
+            .call(self.target.clone())
+            .await
+            .map_err(DirectError::Connect)?;
+        let (send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(DirectError::Http)?;
+        Ok(Idle {
+            send,
+            conn,
+            since: Instant::now(),
+        })
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    async fn take_idle(&self) -> Option<Idle<StampedIo<C::Response>>> {
+        loop {
+            let mut c = self.idle.lock().pop()?;
+            if c.since.elapsed() >= self.idle_timeout {
+                continue;
+            }
+            // Polling the connection reads what the server sent while it was idle: a
+            // close ends it here instead of failing the request.
+            let usable = std::future::poll_fn(|cx| {
+                if Pin::new(&mut c.conn).poll(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                Poll::Ready(matches!(c.send.poll_ready(cx), Poll::Ready(Ok(()))))
+            })
+            .await;
+            if usable {
+                return Some(c);
+            }
+        }
+    }
+
+    /// Keeps a connection whose exchange is complete, unless it has closed.
+    async fn put_back(&self, mut c: Idle<StampedIo<C::Response>>, mut closed: bool) {
+        if !closed {
+            // One more poll lets the connection finish the response and turn idle.
+            std::future::poll_fn(|cx| {
+                if Pin::new(&mut c.conn).poll(cx).is_ready() {
+                    closed = true;
+                }
+                Poll::Ready(())
+            })
+            .await;
+        }
+        if closed || c.send.is_closed() {
+            return;
+        }
+        c.since = Instant::now();
+        self.idle.lock().push(c);
+    }
+}
+
+/// Polls `conn` (first, so that a request just queued on it is written at once) and `f`
+/// until `f` is done. `closed` is set once the connection has ended.
+async fn drive<T, F>(
+    conn: &mut hyper::client::conn::http1::Connection<T, DirectBody>,
+    closed: &mut bool,
+    f: F,
+) -> F::Output
+where
+    T: Read + Write + Unpin,
+    F: Future,
+{
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        if !*closed && Pin::new(&mut *conn).poll(cx).is_ready() {
+            // An error is also handed to the request waiting on it.
+            *closed = true;
+        }
+        f.as_mut().poll(cx)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use http::Method;
 
-use super::http::{Stamping, Writes};
+use super::http::{DirectError, DirectPool, Stamping, Writes};
 use super::ratelimit::{Cost, RateLimitStatus, RateLimiter, Refusal, RequestClass};
 use super::sign::{Signer, percent_encode, rest_payload};
 use super::types::{
@@ -234,6 +234,12 @@ type HttpClient =
 
 struct Inner {
     http: HttpClient,
+    /// Orders and cancels: connections their own task writes to (see `DirectPool`).
+    direct: DirectPool<HttpsConnector<HttpConnector>>,
+    /// The Host header and path prefix of `base_url`, for the direct connections'
+    /// origin-form requests (hyper-util's client derives both from the absolute URL).
+    host: http::HeaderValue,
+    path_prefix: String,
     /// Order and cancel requests waiting to be written (see `binance::http`).
     writes: Writes,
     timeout: Duration,
@@ -299,17 +305,41 @@ impl RestClient {
             .enable_http1()
             .wrap_connector(tcp);
         let writes = Writes::default();
+        let idle_timeout = Duration::from_secs(50);
         let http =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(50))
+                .pool_idle_timeout(idle_timeout)
                 .pool_timer(hyper_util::rt::TokioTimer::new())
-                .build(Stamping::new(tls, writes.clone()));
+                .build(Stamping::new(tls.clone(), writes.clone()));
+        let base_url = settings.base_url.trim_end_matches('/').to_owned();
+        let target: http::Uri = base_url
+            .parse()
+            .map_err(|e| RestError::Transport(format!("rest_url {base_url}: {e}")))?;
+        let host = target
+            .host()
+            .ok_or_else(|| RestError::Transport(format!("rest_url {base_url}: no host")))?;
+        let default_port = match target.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        };
+        let host = match target.port_u16() {
+            Some(port) if Some(port) != default_port => format!("{host}:{port}"),
+            _ => host.to_owned(),
+        };
+        let host = http::HeaderValue::try_from(host)
+            .map_err(|e| RestError::Transport(format!("rest_url {base_url}: {e}")))?;
+        let path_prefix = target.path().trim_end_matches('/').to_owned();
+        let direct = DirectPool::new(Stamping::new(tls, writes.clone()), target, idle_timeout);
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                direct,
+                host,
+                path_prefix,
                 writes,
                 timeout: settings.timeout,
-                base_url: settings.base_url.trim_end_matches('/').to_owned(),
+                base_url,
                 api_key: settings.api_key,
                 signer: settings.signer,
                 recv_window_ms: settings.recv_window.as_millis() as u64,
@@ -698,9 +728,16 @@ impl RestClient {
             .lock()
             .try_acquire(cost, self.server_time_ms())?;
         let query = self.query_string(auth, params)?;
-        let mut url =
-            String::with_capacity(self.inner.base_url.len() + path.len() + 1 + query.len());
-        url.push_str(&self.inner.base_url);
+        // Orders and cancels go out on connections this task writes to itself; the
+        // rest through hyper-util's pooled client. Same request, headers and handling.
+        let direct = path == "/api/v3/order" && method != Method::GET;
+        let base = if direct {
+            self.inner.path_prefix.as_str()
+        } else {
+            self.inner.base_url.as_str()
+        };
+        let mut url = String::with_capacity(base.len() + path.len() + 1 + query.len());
+        url.push_str(base);
         url.push_str(path);
         if !query.is_empty() {
             url.push('?');
@@ -727,17 +764,33 @@ impl RestClient {
             })?;
             req = req.header("X-MBX-APIKEY", key);
         }
+        if direct {
+            req = req.header(http::header::HOST, self.inner.host.clone());
+        }
         let req = req
             .body(Empty::new())
             .map_err(|e| RestError::Transport(format!("{path}: {e}")))?;
         let started = Instant::now();
         // One deadline for connect, send and the whole response, as reqwest's `timeout`.
         let exchange = tokio::time::timeout(self.inner.timeout, async {
-            let resp = self.inner.http.request(req).await.map_err(|e| {
-                let connect = e.is_connect();
-                transport_error(&e, connect)
-            })?;
-            let (parts, body) = resp.into_parts();
+            let (parts, body) = if direct {
+                self.inner.direct.exchange(req).await.map_err(|e| match e {
+                    DirectError::Connect(e) => transport_error(&*e, true),
+                    DirectError::Http(e) => transport_error(&e, false),
+                })?
+            } else {
+                let resp = self.inner.http.request(req).await.map_err(|e| {
+                    let connect = e.is_connect();
+                    transport_error(&e, connect)
+                })?;
+                let (parts, body) = resp.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map_err(|e| transport_error(&e, false))?
+                    .to_bytes();
+                (parts, body)
+            };
             let now = self.server_time_ms();
             self.inner.limiter.lock().observe_headers(
                 now,
@@ -745,11 +798,6 @@ impl RestClient {
                 header_u64(&parts.headers, "x-mbx-order-count-10s"),
                 header_u64(&parts.headers, "x-mbx-order-count-1d"),
             );
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| transport_error(&e, false))?
-                .to_bytes();
             Ok::<_, RestError>((parts.status.as_u16(), parts.headers, now, body))
         })
         .await;
