@@ -180,6 +180,8 @@ pub struct Engine {
     out: Vec<Command>,
     /// Placements whose log line, counter and record wait for their requests' write.
     placed_unannounced: Vec<String>,
+    /// The open-order gauges wait for the requests of the last input to be written.
+    gauges_due: bool,
 }
 
 fn to_strat_side(s: Side) -> strategies::Side {
@@ -239,6 +241,7 @@ impl Engine {
             now_ms: 0,
             out: Vec::new(),
             placed_unannounced: Vec::new(),
+            gauges_due: false,
         };
         for m in markets {
             e.add_market(m)?;
@@ -364,7 +367,17 @@ impl Engine {
             Input::Shutdown => self.on_shutdown(),
             Input::Reload(setups) => self.on_reload(setups),
         }
-        self.publish_gauges();
+        // An input that sends order requests publishes its gauges after they are written
+        // (labels and values are formatted per change); any other input at once.
+        if self
+            .out
+            .iter()
+            .any(|c| matches!(c, Command::Place(_) | Command::Cancel { .. }))
+        {
+            self.gauges_due = true;
+        } else {
+            self.publish_gauges();
+        }
         std::mem::take(&mut self.out)
     }
 
@@ -693,7 +706,7 @@ impl Engine {
 
     /// Whether [`Self::after_requests`] has work.
     pub fn has_after_requests(&self) -> bool {
-        !self.placed_unannounced.is_empty()
+        !self.placed_unannounced.is_empty() || self.gauges_due
     }
 
     /// What the last input's placements left for after their requests are written: the
@@ -714,6 +727,9 @@ impl Engine {
         // Hand the (emptied) buffer back for the next input.
         self.placed_unannounced = placed;
         self.placed_unannounced.clear();
+        if std::mem::take(&mut self.gauges_due) {
+            self.publish_gauges();
+        }
         std::mem::take(&mut self.out)
     }
 
