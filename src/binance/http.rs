@@ -218,7 +218,8 @@ struct Idle<T: Read + Write + Unpin> {
 
 /// How a direct exchange on one connection failed.
 enum Failed {
-    Send(hyper::client::conn::TrySendError<http::Request<DirectBody>>),
+    // Boxed: only failures pay for the returned request.
+    Send(Box<hyper::client::conn::TrySendError<http::Request<DirectBody>>>),
     Body(hyper::Error),
 }
 
@@ -260,7 +261,7 @@ where
             let mut closed = false;
             let sent = c.send.try_send_request(req);
             let outcome = drive(&mut c.conn, &mut closed, async {
-                let resp = sent.await.map_err(Failed::Send)?;
+                let resp = sent.await.map_err(|e| Failed::Send(Box::new(e)))?;
                 let (parts, body) = resp.into_parts();
                 use http_body_util::BodyExt as _;
                 match body.collect().await {
