@@ -344,7 +344,11 @@ where
             return;
         }
         c.since = Instant::now();
-        self.idle.lock().push(c);
+        let mut idle = self.idle.lock();
+        // Connections are taken from the top: after a burst, the ones below it would
+        // otherwise stay open (and hold their buffers) until a burst as large reaches them.
+        idle.retain(|c| c.since.elapsed() < self.idle_timeout);
+        idle.push(c);
     }
 }
 
