@@ -366,10 +366,22 @@ pub(crate) fn spawn_connection(spec: ConnSpec, parent: &CancellationToken) -> Co
     }
 }
 
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
+/// tungstenite zero-fills its read window before every read. Over TLS a read returns at
+/// most one record (tokio-rustls hands over rustls' first plaintext chunk, <= 16 KiB), so
+/// the default 128 KiB window cleared eight times what a read could fill: ~6 MB of memset
+/// per `!ticker@arr` frame (`benches/ws_read.rs`: 9-17 % of reading one). In plain text a
+/// read can take whatever the socket holds, and the larger window saves syscalls.
+const TLS_READ_WINDOW: usize = 16 * 1024;
+
+pub fn ws_config(url: &str) -> WebSocketConfig {
+    let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    if url.starts_with("wss://") {
+        config.read_buffer_size(TLS_READ_WINDOW)
+    } else {
+        config
+    }
 }
 
 type Ws =
@@ -381,7 +393,8 @@ async fn run_connection(
     mut out_rx: mpsc::UnboundedReceiver<String>,
     cancel: CancellationToken,
 ) -> String {
-    let connect = tokio_tungstenite::connect_async_with_config(&spec.url, Some(ws_config()), true);
+    let connect =
+        tokio_tungstenite::connect_async_with_config(&spec.url, Some(ws_config(&spec.url)), true);
     let mut ws: Ws = tokio::select! {
         _ = cancel.cancelled() => return "canceled while connecting".into(),
         r = tokio::time::timeout(spec.idle_timeout.max(Duration::from_secs(1)), connect) => match r {
@@ -626,6 +639,20 @@ async fn ws_api_subscribe(ws: &mut Ws, auth: &WsApiAuth, conn: u64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_connections_read_one_record_window_at_a_time() {
+        assert_eq!(
+            ws_config("wss://stream.binance.com:9443/ws").read_buffer_size,
+            TLS_READ_WINDOW
+        );
+        let plain = ws_config("ws://127.0.0.1:9000/ws");
+        assert_eq!(
+            plain.read_buffer_size,
+            WebSocketConfig::default().read_buffer_size
+        );
+        assert_eq!(plain.max_message_size, Some(MAX_FRAME_BYTES));
+    }
 
     #[test]
     fn recent_frames_forgets_the_oldest() {
