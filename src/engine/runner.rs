@@ -523,11 +523,11 @@ pub async fn run(
             _ => None,
         };
         let commands = engine.handle(input, now_ms());
-        // Order requests handed to the REST client so far for this input. hyper writes a
-        // request from its connection task, which runs only once the tasks queued before
-        // it have: spawning every request at once put the signing and building of all
-        // the others between a frame and its first request's write. Yielding before
-        // each further request lets the one before it reach the socket first.
+        // Order requests handed to the REST client so far for this input. Each is signed,
+        // built and written by its own task, which runs only when this one yields:
+        // yielding before each further request lets the one before it reach the socket
+        // first. Without it, 100 markets measured more CPU (2.85-2.95 vs 2.50-2.55 %) and
+        // more connections open at once (peak RSS 27.3-27.7 vs 21.7-23.7 MiB).
         let mut requests = 0usize;
         for c in commands {
             if requests > 0 && matches!(c, Command::Place(_) | Command::Cancel { .. }) {
