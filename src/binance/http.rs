@@ -216,6 +216,12 @@ struct Idle<T: Read + Write + Unpin> {
     since: Instant,
 }
 
+impl<T: Read + Write + Unpin> Idle<T> {
+    fn expired(&self, idle_timeout: std::time::Duration) -> bool {
+        self.since.elapsed() >= idle_timeout
+    }
+}
+
 /// How a direct exchange on one connection failed.
 enum Failed {
     // Boxed: only failures pay for the returned request.
@@ -310,7 +316,7 @@ where
     async fn take_idle(&self) -> Option<Idle<StampedIo<C::Response>>> {
         loop {
             let mut c = self.idle.lock().pop()?;
-            if c.since.elapsed() >= self.idle_timeout {
+            if c.expired(self.idle_timeout) {
                 continue;
             }
             // Polling the connection reads what the server sent while it was idle: a
@@ -347,7 +353,7 @@ where
         let mut idle = self.idle.lock();
         // Connections are taken from the top: after a burst, the ones below it would
         // otherwise stay open (and hold their buffers) until a burst as large reaches them.
-        idle.retain(|c| c.since.elapsed() < self.idle_timeout);
+        idle.retain(|c| !c.expired(self.idle_timeout));
         idle.push(c);
     }
 }

@@ -523,14 +523,14 @@ pub async fn run(
             _ => None,
         };
         let commands = engine.handle(input, now_ms());
-        // Order requests handed to the REST client so far for this input. Each is signed,
-        // built and written by its own task, which runs only when this one yields:
-        // yielding before each further request lets the one before it reach the socket
-        // first. Without it, 100 markets measured more CPU (2.85-2.95 vs 2.50-2.55 %) and
+        // Whether this input has handed an order request to the REST client yet. Each
+        // is signed, built and written by its own task, which runs only when this one
+        // yields: yielding before each further request lets the one before it reach the
+        // socket first. Without it, 100 markets measured more CPU (2.85-2.95 vs 2.50-2.55 %) and
         // more connections open at once (peak RSS 27.3-27.7 vs 21.7-23.7 MiB).
-        let mut requests = 0usize;
+        let mut requested = false;
         for c in commands {
-            if requests > 0 && matches!(c, Command::Place(_) | Command::Cancel { .. }) {
+            if requested && matches!(c, Command::Place(_) | Command::Cancel { .. }) {
                 tokio::task::yield_now().await;
             }
             match c {
@@ -549,11 +549,11 @@ pub async fn run(
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                     }
                     io.place(p, reacting_to.take());
-                    requests += 1;
+                    requested = true;
                 }
                 c @ Command::Cancel { .. } => {
                     io.execute(c, reacting_to.take());
-                    requests += 1;
+                    requested = true;
                 }
                 other => io.execute(other, None),
             }
