@@ -537,6 +537,45 @@ fn account_event_not_explained_by_fills_is_counted_and_resynced() {
 }
 
 #[test]
+fn an_account_event_publishes_the_balances_it_carries_and_keeps_the_rest() {
+    let mut h = H::new(&["BTCUSDT", "ETHUSDT"]);
+    h.start();
+    let render = h.metrics.render();
+    assert!(
+        render.contains("mmd_balance{asset=\"BTC\",state=\"free\"} 1\n"),
+        "{render}"
+    );
+    assert!(
+        render.contains("mmd_balance{asset=\"USDT\",state=\"free\"} 10000\n"),
+        "{render}"
+    );
+    // Only the quote asset changed (a bid locked funds): its gauges move, BTC's stay.
+    h.feed(Input::User(UserEvent::AccountPosition(AccountPosition {
+        event_time: 900,
+        last_update: 900,
+        balances: vec![WireBalance {
+            asset: "USDT".into(),
+            free: dec!(9000.5),
+            locked: dec!(999.5),
+        }],
+    })));
+    let render = h.metrics.render();
+    assert!(
+        render.contains("mmd_balance{asset=\"USDT\",state=\"free\"} 9000.5\n"),
+        "{render}"
+    );
+    assert!(
+        render.contains("mmd_balance{asset=\"USDT\",state=\"locked\"} 999.5\n"),
+        "{render}"
+    );
+    assert!(
+        render.contains("mmd_balance{asset=\"BTC\",state=\"free\"} 1\n"),
+        "{render}"
+    );
+    assert_eq!(h.e.balance("USDT").unwrap().free, dec!(9000.5));
+}
+
+#[test]
 fn stale_market_cancels_and_fresh_data_resumes() {
     let mut h = H::new(&["BTCUSDT"]);
     let p = h.start();
