@@ -16,6 +16,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use parking_lot::Mutex;
 use rust_decimal::Decimal;
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
 use http::Method;
@@ -292,15 +293,45 @@ fn cost(weight: u32) -> Cost {
 }
 
 impl RestClient {
+    /// Trusts webpki's roots (Mozilla's list) and nothing else.
     pub fn new(settings: RestSettings) -> Result<Self, RestError> {
+        Self::build(settings, Vec::new())
+    }
+
+    /// `new`, also trusting `roots`: for tests against a loopback TLS server, whose
+    /// self-made certificate no public root signs. Nothing in the daemon calls it.
+    #[doc(hidden)]
+    pub fn with_root_certificates(
+        settings: RestSettings,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, RestError> {
+        Self::build(settings, roots)
+    }
+
+    fn build(
+        settings: RestSettings,
+        extra_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, RestError> {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(settings.timeout));
+        // The store hyper-rustls's `with_webpki_roots` builds, plus the extra roots: with
+        // none it is the same configuration, and tests go through the same code.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for root in extra_roots {
+            roots
+                .add(root)
+                .map_err(|e| RestError::Transport(format!("root certificate: {e}")))?;
+        }
+        let tls_config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         // HTTP/1.1 only: one request per connection at a time, so a write is one request
         // (reqwest offered h2 in ALPN; requests and their order are the same either way).
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls_config)
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
