@@ -776,11 +776,12 @@ impl Engine {
             }
             UserEvent::AccountInfo(p) => {
                 let t = p.last_update.unwrap_or(p.event_time);
-                for b in &p.balances {
+                for b in p.balances {
                     self.observe_balance(&b.asset, b.free, b.locked, t);
                 }
-                let changed: Vec<&str> = p.balances.iter().map(|b| b.asset.as_str()).collect();
-                self.after_balances(Some(&changed));
+                // The whole account (hundreds of assets on a real one): checking each
+                // market against that list would cost more than telling every market.
+                self.after_balances(None);
             }
             UserEvent::BalanceUpdate(u) => {
                 info!(event = "balance_update", asset = %u.asset, delta = %u.delta, "balance changed outside trading");
