@@ -11,8 +11,8 @@ use strategies::{Balances, Context, LiveOrder, MarketSnapshot, Strategy};
 use tracing::{debug, error, info, warn};
 
 use super::io::{
-    Command, ConnectReason, Input, MarketSetup, PlaceOrder, Record, RestFailure, ResyncReason,
-    Snapshot, Stream,
+    Command, ConnectReason, Input, MarketSetup, NOT_LISTED, PlaceOrder, Record, RestFailure,
+    ResyncReason, Snapshot, Stream,
 };
 use super::orders::{ClientIdGen, Order, OrderBook, OrderState, Source, Trigger};
 use super::reconcile::{Balance, BalanceBook, Delta, TradeDedup};
@@ -25,6 +25,9 @@ use crate::metrics::{self, Metrics};
 
 /// How long a market the exchange reports closed waits before quoting is tried again.
 const MARKET_CLOSED_PAUSE_MS: u64 = 10_000;
+
+/// A symbol the exchange no longer lists is asked about on every this many status checks.
+const DELISTED_CHECK_EVERY: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -84,6 +87,8 @@ struct Market {
     paused_until_ms: u64,
     /// The exchange says the symbol is not TRADING: orders off, no quoting.
     halted: bool,
+    /// Not listed at all: left out of most status checks (see `DELISTED_CHECK_EVERY`).
+    not_listed: bool,
     /// Buffers a requote reuses: at 10 Hz every allocation on the way to an order
     /// request is a cold one.
     scratch: Scratch,
@@ -122,6 +127,7 @@ impl Market {
             killed: false,
             paused_until_ms: 0,
             halted: false,
+            not_listed: false,
             scratch: Scratch::default(),
         })
     }
@@ -176,6 +182,8 @@ pub struct Engine {
     rest_blocked_until_ms: u64,
     last_mark_ms: u64,
     last_status_check_ms: u64,
+    /// Status checks since the last one that asked about the delisted symbols too.
+    status_checks_since_delisted: u32,
     now_ms: u64,
     out: Vec<Command>,
     /// Placements whose log line, counter and record wait for their requests' write.
@@ -238,6 +246,7 @@ impl Engine {
             rest_blocked_until_ms: 0,
             last_mark_ms: 0,
             last_status_check_ms: 0,
+            status_checks_since_delisted: 0,
             now_ms: 0,
             out: Vec::new(),
             placed_unannounced: Vec::new(),
@@ -1639,9 +1648,25 @@ impl Engine {
             && now.saturating_sub(self.last_status_check_ms) >= self.s.status_check_interval_ms
         {
             self.last_status_check_ms = now;
-            self.out.push(Command::CheckSymbols {
-                symbols: self.markets.keys().cloned().collect(),
-            });
+            // A delisted symbol in the request makes Binance refuse it whole (-1121) and the
+            // client falls back to the full exchangeInfo, several MB: asked every 30 s that
+            // is ~15 MB a minute for as long as the operator keeps the market configured.
+            // Such a symbol is rarely relisted soon, so it is asked about every 10th check.
+            self.status_checks_since_delisted += 1;
+            let with_delisted = self.status_checks_since_delisted >= DELISTED_CHECK_EVERY;
+            if with_delisted {
+                self.status_checks_since_delisted = 0;
+            }
+            let symbols: Vec<String> = self
+                .markets
+                .iter()
+                .filter(|(_, m)| with_delisted || !m.not_listed)
+                .map(|(s, _)| s.clone())
+                .collect();
+            // None left to ask: an empty list would fetch every symbol instead.
+            if !symbols.is_empty() {
+                self.out.push(Command::CheckSymbols { symbols });
+            }
         }
         if now.saturating_sub(self.last_mark_ms) >= self.s.mark_interval_ms {
             self.last_mark_ms = now;
@@ -1729,6 +1754,7 @@ impl Engine {
             let Some(m) = self.markets.get_mut(&symbol) else {
                 continue;
             };
+            m.not_listed = status == NOT_LISTED;
             let trading = status == "TRADING";
             if !trading && !m.halted {
                 m.halted = true;

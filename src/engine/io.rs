@@ -81,6 +81,9 @@ pub struct MarketSetup {
     pub rules: strategies::SymbolRules,
 }
 
+/// The status of a symbol the exchange no longer lists at all.
+pub const NOT_LISTED: &str = "NOT_LISTED";
+
 #[derive(Debug)]
 pub enum Input {
     Market {
@@ -138,7 +141,8 @@ pub enum Input {
     /// has stream data ignores it: the stream is never older than a REST answer sent
     /// before it.
     MarketSeed(Vec<RestBookTicker>),
-    /// Trading status per symbol, from exchangeInfo (TRADING, BREAK, HALT, CANCEL_ONLY, ...).
+    /// Trading status per symbol, from exchangeInfo (TRADING, BREAK, HALT, CANCEL_ONLY, ...,
+    /// or [`NOT_LISTED`]).
     SymbolStatus(Vec<(String, String)>),
     Shutdown,
     /// SIGHUP: the new set of markets, already validated and looked up at the exchange.

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::core::{Engine, EngineSettings};
-use super::io::{Command, Input, MarketSetup, PlaceOrder, Record, RestFailure, Snapshot};
+use super::io::{
+    Command, Input, MarketSetup, NOT_LISTED, PlaceOrder, Record, RestFailure, Snapshot,
+};
 use super::orders::ClientIdGen;
 use crate::binance::market::{MarketMode, MarketStreamHandle, spawn_market_stream};
 use crate::binance::rest::{
@@ -628,7 +630,7 @@ fn symbol_statuses(symbols: &[String], info: ExchangeInfo) -> Vec<(String, Strin
     symbols
         .iter()
         .map(|s| {
-            let status = listed.remove(s).unwrap_or_else(|| "NOT_LISTED".into());
+            let status = listed.remove(s).unwrap_or_else(|| NOT_LISTED.into());
             (s.clone(), status)
         })
         .collect()

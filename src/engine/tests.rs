@@ -1018,6 +1018,68 @@ fn a_symbol_not_trading_is_halted_until_it_trades_again() {
     );
 }
 
+/// The symbols a status check asks about, if the input led to one.
+fn status_check(c: &[Command]) -> Option<Vec<String>> {
+    c.iter().find_map(|c| match c {
+        Command::CheckSymbols { symbols } => Some(symbols.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_delisted_symbol_is_asked_about_on_every_tenth_status_check_only() {
+    let mut h = H::new(&["BTCUSDT", "ETHUSDT"]);
+    h.start();
+    let both = Some(vec!["BTCUSDT".to_string(), "ETHUSDT".to_string()]);
+    let btc = Some(vec!["BTCUSDT".to_string()]);
+    let next_check = |h: &mut H| {
+        h.now += 30_000;
+        status_check(&h.feed(Input::Tick))
+    };
+    assert_eq!(next_check(&mut h), both);
+    h.feed(Input::SymbolStatus(vec![
+        ("BTCUSDT".into(), "TRADING".into()),
+        ("ETHUSDT".into(), super::io::NOT_LISTED.into()),
+    ]));
+    for i in 2..10 {
+        assert_eq!(next_check(&mut h), btc, "check {i}");
+    }
+    assert_eq!(
+        next_check(&mut h),
+        both,
+        "check 10 asks about the delisted one too"
+    );
+    // Listed again: asked about every time from then on.
+    h.feed(Input::SymbolStatus(vec![
+        ("BTCUSDT".into(), "TRADING".into()),
+        ("ETHUSDT".into(), "TRADING".into()),
+    ]));
+    assert_eq!(next_check(&mut h), both);
+    assert_eq!(next_check(&mut h), both);
+}
+
+#[test]
+fn with_every_symbol_delisted_the_status_check_waits_instead_of_fetching_all() {
+    let mut h = H::new(&["BTCUSDT"]);
+    h.start();
+    h.now += 30_000;
+    assert!(status_check(&h.feed(Input::Tick)).is_some());
+    h.feed(Input::SymbolStatus(vec![(
+        "BTCUSDT".into(),
+        super::io::NOT_LISTED.into(),
+    )]));
+    // An empty list would be a request for every symbol the exchange lists.
+    for _ in 2..10 {
+        h.now += 30_000;
+        assert_eq!(status_check(&h.feed(Input::Tick)), None);
+    }
+    h.now += 30_000;
+    assert_eq!(
+        status_check(&h.feed(Input::Tick)),
+        Some(vec!["BTCUSDT".to_string()])
+    );
+}
+
 fn seed(symbol: &str, bid: Decimal, ask: Decimal) -> Input {
     Input::MarketSeed(vec![RestBookTicker {
         symbol: symbol.into(),
