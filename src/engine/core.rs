@@ -1649,9 +1649,9 @@ impl Engine {
         {
             self.last_status_check_ms = now;
             // A delisted symbol in the request makes Binance refuse it whole (-1121) and the
-            // client falls back to the full exchangeInfo, several MB: asked every 30 s that
-            // is ~15 MB a minute for as long as the operator keeps the market configured.
-            // Such a symbol is rarely relisted soon, so it is asked about every 10th check.
+            // client falls back to the full exchangeInfo: several MB at every check (30 s by
+            // default) for as long as the operator keeps the market configured. Such a
+            // symbol is rarely relisted soon, so it is asked about every 10th check.
             self.status_checks_since_delisted += 1;
             let with_delisted = self.status_checks_since_delisted >= DELISTED_CHECK_EVERY;
             if with_delisted {
