@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod record;
 pub mod report;
 pub mod sim;
+pub mod tls;

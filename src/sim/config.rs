@@ -210,6 +210,21 @@ pub struct SimConfig {
     pub rate_limits: RateLimitConfig,
     /// Faults active from the start.
     pub faults: Vec<super::faults::FaultCommand>,
+    /// Serve `https://` and `wss://` instead of plain text: for clients that must be
+    /// tested over TLS as they talk to Binance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SimTls>,
+}
+
+/// The server's certificate and key, as PEM files (what `mmd sim --config` and tests
+/// both write easily; the files are read when the simulator starts).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimTls {
+    /// The leaf certificate first, then any intermediates.
+    pub cert_file: String,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
 }
 
 impl Default for SimConfig {
@@ -233,6 +248,7 @@ impl Default for SimConfig {
             max_recv_window_ms: 60000,
             rate_limits: RateLimitConfig::default(),
             faults: Default::default(),
+            tls: None,
         }
     }
 }
@@ -297,6 +313,16 @@ impl SimConfig {
         if !(self.market.volatility >= 0.0 && self.market.taker_rate >= 0.0) {
             anyhow::bail!("market.volatility and market.taker_rate must be >= 0");
         }
+        if let Some(tls) = &self.tls {
+            for (key, v) in [
+                ("tls.cert_file", &tls.cert_file),
+                ("tls.key_file", &tls.key_file),
+            ] {
+                if v.is_empty() {
+                    anyhow::bail!("{key}: must not be empty");
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -340,5 +366,37 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("api_secret"));
         assert!(!err.to_string().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn tls_takes_two_files_and_names_a_wrong_key() {
+        let cfg = SimConfig::from_toml_str(
+            "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.tls,
+            Some(SimTls {
+                cert_file: "c.pem".into(),
+                key_file: "k.pem".into()
+            })
+        );
+        assert_eq!(SimConfig::default().tls, None);
+        let err =
+            SimConfig::from_toml_str("[tls]\ncert_file = \"c.pem\"\nkey = \"k.pem\"\n", "t.toml")
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("t.toml: invalid simulator config"), "{err}");
+        assert!(err.contains("`key`"), "{err}");
+        let err = SimConfig::from_toml_str("[tls]\ncert_file = \"c.pem\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key_file"), "{err}");
+        let err =
+            SimConfig::from_toml_str("[tls]\ncert_file = \"\"\nkey_file = \"k.pem\"\n", "t.toml")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(err, "t.toml: tls.cert_file: must not be empty");
     }
 }

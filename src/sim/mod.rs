@@ -35,7 +35,9 @@ pub mod wire;
 pub mod ws_api;
 
 pub use book::Side;
-pub use config::{AccountConfig, Dialect, MarketConfig, RateLimitConfig, SimConfig, SymbolConfig};
+pub use config::{
+    AccountConfig, Dialect, MarketConfig, RateLimitConfig, SimConfig, SimTls, SymbolConfig,
+};
 pub use exchange::{OrderRecord, TradeRecord};
 pub use faults::{FaultCommand, FaultControl, FrameKind, StreamTarget};
 pub use stats::Stats;
@@ -81,6 +83,8 @@ impl Shared {
 pub struct SimHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// Serving TLS: the URLs are `https://` and `wss://`.
+    tls: bool,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -95,6 +99,8 @@ pub async fn start(cfg: SimConfig, listen: SocketAddr) -> anyhow::Result<SimHand
         }
         None => None,
     };
+    // Read before binding, so a bad file fails the start rather than every handshake.
+    let acceptor = cfg.tls.as_ref().map(tls_acceptor).transpose()?;
     let cfg = Arc::new(cfg);
     let clock = Arc::new(Clock::default());
     let stats = Arc::new(StatsCounters::default());
@@ -123,26 +129,115 @@ pub async fn start(cfg: SimConfig, listen: SocketAddr) -> anyhow::Result<SimHand
     let addr = listener.local_addr()?;
     let app = router(shared.clone());
     let mut shutdown_rx = shared.shutdown.subscribe();
-    let server = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(%e, "simulator server stopped");
-        }
-    });
+    let tls = acceptor.is_some();
+    let server = match acceptor {
+        None => tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown_rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(%e, "simulator server stopped");
+            }
+        }),
+        Some(acceptor) => tokio::spawn(serve_tls(listener, acceptor, app, shutdown_rx)),
+    };
     let mut tasks = vec![server];
     tasks.push(spawn_market(shared.clone()));
     tasks.push(spawn_tickers(shared.clone()));
     tasks.push(spawn_janitor(shared.clone()));
-    tracing::info!(%addr, dialect = ?cfg.dialect, "exchange simulator listening");
+    tracing::info!(%addr, dialect = ?cfg.dialect, tls, "exchange simulator listening");
     Ok(SimHandle {
         shared,
         addr,
+        tls,
         tasks: Arc::new(Mutex::new(tasks)),
     })
+}
+
+fn tls_acceptor(tls: &SimTls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let certs = crate::tls::pem_certificates(std::path::Path::new(&tls.cert_file))
+        .map_err(|e| anyhow::anyhow!("tls.cert_file {}: {e}", tls.cert_file))?;
+    let key = crate::tls::pem_private_key(std::path::Path::new(&tls.key_file))
+        .map_err(|e| anyhow::anyhow!("tls.key_file {}: {e}", tls.key_file))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "tls.cert_file {} / tls.key_file {}: {e}",
+                tls.cert_file,
+                tls.key_file
+            )
+        })?;
+    // No ALPN: the router is served over HTTP/1.1 only (WebSocket upgrades need it).
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// `axum::serve` over TLS: the same router on hyper's HTTP/1.1 connections with upgrades
+/// (the WebSocket endpoints), and the same graceful shutdown: stop accepting, let every
+/// connection finish its request, then return once all have ended. Upgraded WebSockets
+/// leave hyper's connection and end on the simulator's own shutdown signal, as in plain
+/// text.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut shutdown_rx: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    // A client that connects and never finishes the handshake must not hold a task.
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = async { drop(shutdown_rx.wait_for(|s| *s).await) } => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // As axum::serve: out of descriptors and the like pass; wait a little.
+                    tracing::warn!(%e, "simulator accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = shutdown_rx.clone();
+        connections.spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, %e, "simulator TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                // The guard wait_for returns is not Send: drop it before awaiting.
+                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
 }
 
 fn router(shared: Arc<Shared>) -> axum::Router {
@@ -217,13 +312,15 @@ impl SimHandle {
         self.addr
     }
     pub fn rest_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
     pub fn stream_url(&self) -> String {
-        format!("ws://{}", self.addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.addr)
     }
     pub fn ws_api_url(&self) -> String {
-        format!("ws://{}/ws-api/v3", self.addr)
+        format!("{}/ws-api/v3", self.stream_url())
     }
     pub fn config(&self) -> &SimConfig {
         &self.shared.cfg

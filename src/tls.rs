@@ -1,0 +1,103 @@
+//! PEM files for TLS: the simulator's certificate and key, the daemon's extra roots.
+//!
+//! Errors say what is wrong with the file without quoting it: a key file's content is a
+//! secret, and a certificate file's is noise in a log.
+
+use std::path::Path;
+
+use rustls::pki_types::pem::{Error as PemError, PemObject as _};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+fn pem_reason(e: &PemError) -> String {
+    match e {
+        PemError::Io(e) => format!("cannot read: {e}"),
+        // The other variants may quote a line of the file (IllegalSectionStart does).
+        PemError::MissingSectionEnd { .. } => "bad PEM: a section has no END line".into(),
+        PemError::IllegalSectionStart { .. } => "bad PEM: malformed BEGIN line".into(),
+        PemError::Base64Decode(_) => "bad PEM: invalid base64 in a section".into(),
+        PemError::SectionTooLarge => "bad PEM: a section is too large".into(),
+        PemError::NoItemsFound => "no PEM item of the expected kind".into(),
+        _ => "bad PEM".into(),
+    }
+}
+
+/// Every `CERTIFICATE` section of a PEM file, in file order; at least one.
+pub fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_reason(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_reason(&e))?;
+    if certs.is_empty() {
+        return Err(
+            "no certificate in it (a PEM \"BEGIN CERTIFICATE\" section is expected)".into(),
+        );
+    }
+    Ok(certs)
+}
+
+/// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
+pub fn pem_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        PemError::NoItemsFound => {
+            "no private key in it (a PEM \"BEGIN PRIVATE KEY\" section is expected)".into()
+        }
+        e => pem_reason(&e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn certificates_in_file_order_and_errors_without_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let two = dir.path().join("two.pem");
+        std::fs::write(&two, format!("{CERT}{}", CERT.replace("AQID", "BAUG"))).unwrap();
+        let certs = pem_certificates(&two).unwrap();
+        assert_eq!(
+            certs
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect::<Vec<_>>(),
+            vec![vec![1, 2, 3], vec![4, 5, 6]]
+        );
+
+        let missing = dir.path().join("missing.pem");
+        let e = pem_certificates(&missing).unwrap_err();
+        assert!(e.starts_with("cannot read: "), "{e}");
+
+        let key_only = dir.path().join("key.pem");
+        std::fs::write(
+            &key_only,
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert_eq!(
+            pem_certificates(&key_only).unwrap_err(),
+            "no certificate in it (a PEM \"BEGIN CERTIFICATE\" section is expected)"
+        );
+        assert_eq!(
+            pem_private_key(&two).unwrap_err(),
+            "no private key in it (a PEM \"BEGIN PRIVATE KEY\" section is expected)"
+        );
+
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nAQID\n").unwrap();
+        assert_eq!(
+            pem_certificates(&broken).unwrap_err(),
+            "bad PEM: a section has no END line"
+        );
+        let garbled = dir.path().join("garbled.pem");
+        std::fs::write(
+            &garbled,
+            "-----BEGIN CERTIFICATE-----\nc2Vj!!cmV0\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = pem_certificates(&garbled).unwrap_err();
+        assert_eq!(e, "bad PEM: invalid base64 in a section");
+        assert!(!e.contains("c2Vj"));
+    }
+}
