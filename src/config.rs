@@ -260,6 +260,7 @@ struct RawExchange {
     rest_url: Option<String>,
     stream_url: Option<String>,
     ws_api_url: Option<String>,
+    tls_ca_file: Option<PathBuf>,
     #[serde(default = "default_user_stream")]
     user_stream: UserStreamTransport,
     api_key: Option<SecretRef>,
@@ -427,6 +428,8 @@ pub struct ExchangeConfig {
     pub rest_url: String,
     pub stream_url: String,
     pub ws_api_url: String,
+    /// Root certificates trusted besides webpki's (`exchange.tls_ca_file`).
+    pub tls_ca: Option<ExtraRoots>,
     pub user_stream: UserStreamTransport,
     /// None only for `venue = "sim"`, which generates its own credentials.
     pub api_key: Option<SecretRef>,
@@ -436,6 +439,25 @@ pub struct ExchangeConfig {
     pub client_order_prefix: String,
     /// This process's fraction of the account's rate limits (1 unless sharded).
     pub rate_limit_share: rust_decimal::Decimal,
+}
+
+/// The certificates of `exchange.tls_ca_file`, read and checked when the config loads.
+#[derive(Clone)]
+pub struct ExtraRoots {
+    pub file: PathBuf,
+    pub certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl fmt::Debug for ExtraRoots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The file and a count: the certificates themselves are noise in a printout.
+        write!(
+            f,
+            "{} ({} certificates)",
+            self.file.display(),
+            self.certificates.len()
+        )
+    }
 }
 
 /// The validated daemon configuration (market files included).
@@ -582,6 +604,24 @@ impl Config {
         let rest_url = pick(ex.rest_url, rest_default, "exchange.rest_url")?;
         let stream_url = pick(ex.stream_url, stream_default, "exchange.stream_url")?;
         let ws_api_url = pick(ex.ws_api_url, ws_api_default, "exchange.ws_api_url")?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let tls_ca = match ex.tls_ca_file {
+            None => None,
+            Some(_) if ex.venue == Venue::Sim => {
+                return Err(err(
+                    "exchange.tls_ca_file",
+                    "must not be set with venue = \"sim\": the embedded simulator serves plain text"
+                        .into(),
+                ));
+            }
+            Some(file) => {
+                let file = resolve(base, &file);
+                let certificates = crate::tls::pem_certificates(&file)
+                    .and_then(|certs| crate::tls::client_config(&certs).map(|_| certs))
+                    .map_err(|r| err("exchange.tls_ca_file", format!("{}: {r}", file.display())))?;
+                Some(ExtraRoots { file, certificates })
+            }
+        };
         if ex.venue == Venue::Binance {
             if ex.api_key.is_none() {
                 return Err(err(
@@ -680,7 +720,6 @@ impl Config {
             ));
         }
 
-        let base = path.parent().unwrap_or(Path::new("."));
         let markets_dir = resolve(base, &raw.markets.dir);
         let storage_path = raw
             .storage
@@ -705,6 +744,7 @@ impl Config {
                 rest_url,
                 stream_url,
                 ws_api_url,
+                tls_ca,
                 user_stream: ex.user_stream,
                 api_key: ex.api_key,
                 api_secret: ex.api_secret,
@@ -758,6 +798,9 @@ impl Config {
                 let _ = writeln!(out, "venue: binance");
                 let _ = writeln!(out, "  rest_url: {}", ex.rest_url);
                 let _ = writeln!(out, "  stream_url: {}", ex.stream_url);
+                if let Some(ca) = &ex.tls_ca {
+                    let _ = writeln!(out, "  tls_ca_file: {ca:?}, trusted besides webpki's roots");
+                }
                 if let Some(k) = &ex.api_key {
                     let _ = writeln!(out, "  api_key: from {k}");
                 }

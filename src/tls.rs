@@ -1,12 +1,38 @@
-//! PEM files for TLS: the simulator's certificate and key, the daemon's extra roots.
+//! TLS for the daemon's connections to the exchange, and PEM files: the simulator's
+//! certificate and key, the daemon's extra roots.
 //!
 //! Errors say what is wrong with the file without quoting it: a key file's content is a
 //! secret, and a certificate file's is noise in a log.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rustls::pki_types::pem::{Error as PemError, PemObject as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The one client configuration of every connection to the exchange: REST (both of its
+/// pools), the market streams, the user stream and the WebSocket API.
+///
+/// With no extra root it is what hyper-rustls's `with_webpki_roots` and
+/// tokio-tungstenite's `rustls-tls-webpki-roots` build by default (tls.rs there): webpki's
+/// roots, the process's default crypto provider and protocol versions, no client
+/// certificate, no ALPN. Extra roots are trusted besides those, never instead.
+pub fn client_config(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for (i, root) in extra_roots.iter().enumerate() {
+        roots
+            .add(root.clone())
+            .map_err(|e| format!("certificate {}: not a usable root: {e}", i + 1))?;
+    }
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
 
 fn pem_reason(e: &PemError) -> String {
     match e {
@@ -48,6 +74,21 @@ pub fn pem_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_client_config_is_webpki_without_alpn_and_roots_only_add() {
+        let plain = client_config(&[]).unwrap();
+        assert!(plain.alpn_protocols.is_empty());
+        assert!(!plain.client_auth_cert_resolver.has_certs());
+        assert_eq!(
+            format!("{:?}", plain.crypto_provider()),
+            format!("{:?}", rustls::ClientConfig::builder().crypto_provider())
+        );
+        // A DER that is no certificate is refused, naming its place in the file.
+        let junk = CertificateDer::from(vec![1u8, 2, 3]);
+        let e = client_config(&[junk]).unwrap_err();
+        assert!(e.starts_with("certificate 1: not a usable root: "), "{e}");
+    }
 
     const CERT: &str = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
 

@@ -61,6 +61,7 @@ fn settings(sim: &SimHandle, max_age: Duration) -> StreamSettings {
         reconnect_max_backoff: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(5),
         keepalive_interval: Duration::from_secs(3600),
+        tls: mmd::tls::client_config(&[]).unwrap(),
     }
 }
 

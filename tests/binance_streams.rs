@@ -285,6 +285,7 @@ fn settings(addr: &str, max_age: Duration) -> StreamSettings {
         reconnect_max_backoff: Duration::from_millis(500),
         idle_timeout: Duration::from_millis(600),
         keepalive_interval: Duration::from_secs(3600),
+        tls: mmd::tls::client_config(&[]).unwrap(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! the key, a non-zero exit, no panic, and never the secret.
 
 mod daemon_support;
+mod tls_support;
 
 use std::path::Path;
 use std::process::Command;
@@ -184,4 +185,65 @@ async fn symbol_unknown_at_the_exchange() {
     );
     assert!(!text.contains(API_SECRET));
     assert!(d.open_orders().is_empty());
+}
+
+#[test]
+fn tls_ca_file_missing_empty_or_not_pem() {
+    let c = Case::new(
+        &daemon("tls_ca_file = \"ca.pem\"\n"),
+        &[("BTCUSDT.toml", GOOD)],
+    );
+    // Relative to the config file, and named with the key and the reason.
+    let ca = c.dir.path().join("ca.pem");
+    c.refused(&[
+        "mmd.toml",
+        "exchange.tls_ca_file",
+        &format!("{}: cannot read: ", ca.display()),
+    ]);
+    std::fs::write(&ca, "just some text\n").unwrap();
+    c.refused(&[
+        "exchange.tls_ca_file",
+        "no certificate in it (a PEM \"BEGIN CERTIFICATE\" section is expected)",
+    ]);
+    let body = "MIIBmangled!!base64";
+    std::fs::write(
+        &ca,
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"),
+    )
+    .unwrap();
+    let text = c.refused(&["exchange.tls_ca_file", "bad PEM: invalid base64"]);
+    assert!(!text.contains(body), "{text}");
+    // Valid PEM around bytes that are no certificate.
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nAQIDBA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    c.refused(&["exchange.tls_ca_file", "certificate 1: not a usable root"]);
+    // A real CA: accepted, and `check` says it widens trust without printing it.
+    let pki = tls_support::pki(c.dir.path());
+    assert_eq!(pki.ca_file, ca);
+    let (code, text) = mmd(&["check", "--config"], &c.dir.path().join("mmd.toml"));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "  tls_ca_file: {} (1 certificates), trusted besides webpki's roots\n",
+            ca.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
+}
+
+#[test]
+fn tls_ca_file_with_the_embedded_simulator() {
+    let c = Case::new(
+        "[exchange]\nvenue = \"sim\"\ntls_ca_file = \"ca.pem\"\n[markets]\ndir = \"markets\"\n",
+        &[("BTCUSDT.toml", GOOD)],
+    );
+    c.refused(&[
+        "mmd.toml",
+        "exchange.tls_ca_file",
+        "must not be set with venue = \"sim\"",
+    ]);
 }

@@ -217,6 +217,7 @@ impl MarketSupervisor {
                 },
                 tx: self.tx.clone(),
                 news: self.news_tx.clone(),
+                tls: self.settings.tls.clone(),
             },
             &self.cancel,
         );

@@ -295,7 +295,7 @@ fn cost(weight: u32) -> Cost {
 impl RestClient {
     /// Trusts webpki's roots (Mozilla's list) and nothing else.
     pub fn new(settings: RestSettings) -> Result<Self, RestError> {
-        Self::build(settings, Vec::new())
+        Self::with_tls_config(settings, Self::tls_config(&[])?)
     }
 
     /// `new`, also trusting `roots`: for tests against a loopback TLS server, whose
@@ -305,33 +305,29 @@ impl RestClient {
         settings: RestSettings,
         roots: Vec<CertificateDer<'static>>,
     ) -> Result<Self, RestError> {
-        Self::build(settings, roots)
+        Self::with_tls_config(settings, Self::tls_config(&roots)?)
     }
 
-    fn build(
+    fn tls_config(
+        roots: &[CertificateDer<'static>],
+    ) -> Result<Arc<rustls::ClientConfig>, RestError> {
+        crate::tls::client_config(roots).map_err(|e| RestError::Transport(format!("root {e}")))
+    }
+
+    /// On the daemon's one client TLS configuration ([`crate::tls::client_config`]),
+    /// which its WebSocket connections use too.
+    pub fn with_tls_config(
         settings: RestSettings,
-        extra_roots: Vec<CertificateDer<'static>>,
+        tls_config: Arc<rustls::ClientConfig>,
     ) -> Result<Self, RestError> {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(settings.timeout));
-        // The store hyper-rustls's `with_webpki_roots` builds, plus the extra roots: with
-        // none it is the same configuration, and tests go through the same code.
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for root in extra_roots {
-            roots
-                .add(root)
-                .map_err(|e| RestError::Transport(format!("root certificate: {e}")))?;
-        }
-        let tls_config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         // HTTP/1.1 only: one request per connection at a time, so a write is one request
         // (reqwest offered h2 in ALPN; requests and their order are the same either way).
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
+            .with_tls_config(rustls::ClientConfig::clone(&tls_config))
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);

@@ -103,7 +103,7 @@ pub enum StreamEvent {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StreamSettings {
     /// e.g. `wss://stream.binance.com:9443` (no path).
     pub stream_url: String,
@@ -116,6 +116,24 @@ pub struct StreamSettings {
     /// No frame for this long (our pings unanswered) means the connection is dead.
     pub idle_timeout: Duration,
     pub keepalive_interval: Duration,
+    /// For `wss://`: the one client configuration the REST client uses too
+    /// ([`crate::tls::client_config`]).
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for StreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the TLS configuration: its Debug spells out every root and cipher suite.
+        f.debug_struct("StreamSettings")
+            .field("stream_url", &self.stream_url)
+            .field("ws_api_url", &self.ws_api_url)
+            .field("max_connection_age", &self.max_connection_age)
+            .field("reconnect_min_backoff", &self.reconnect_min_backoff)
+            .field("reconnect_max_backoff", &self.reconnect_max_backoff)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StreamSettings {
@@ -343,6 +361,7 @@ pub(crate) struct ConnSpec {
     pub decoder: Decoder,
     pub tx: mpsc::Sender<StreamEvent>,
     pub news: mpsc::UnboundedSender<ConnNews>,
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 pub(crate) struct ConnHandle {
@@ -393,8 +412,14 @@ async fn run_connection(
     mut out_rx: mpsc::UnboundedReceiver<String>,
     cancel: CancellationToken,
 ) -> String {
-    let connect =
-        tokio_tungstenite::connect_async_with_config(&spec.url, Some(ws_config(&spec.url)), true);
+    // Our configuration rather than the one tokio-tungstenite would build per connect:
+    // the same roots as the REST client, extra ones included (exchange.tls_ca_file).
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        &spec.url,
+        Some(ws_config(&spec.url)),
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(spec.tls.clone())),
+    );
     let mut ws: Ws = tokio::select! {
         _ = cancel.cancelled() => return "canceled while connecting".into(),
         r = tokio::time::timeout(spec.idle_timeout.max(Duration::from_secs(1)), connect) => match r {

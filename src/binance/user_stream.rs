@@ -181,6 +181,7 @@ impl UserSupervisor {
                 },
                 tx: self.tx.clone(),
                 news: self.news_tx.clone(),
+                tls: self.settings.tls.clone(),
             },
             &self.cancel,
         );

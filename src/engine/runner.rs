@@ -168,6 +168,8 @@ pub(crate) struct Venue_ {
     pub(crate) rest_url: String,
     pub(crate) stream_url: String,
     pub(crate) ws_api_url: Option<String>,
+    /// Every connection's TLS: REST and the WebSocket streams trust the same roots.
+    pub(crate) tls: Arc<rustls::ClientConfig>,
     api_key: String,
     signer: Signer,
     pub(crate) sim: Option<crate::sim::SimHandle>,
@@ -193,6 +195,25 @@ fn random_token(n: usize) -> String {
         .collect()
 }
 
+/// The client TLS configuration for `cfg`: webpki's roots, and the extra ones of
+/// `exchange.tls_ca_file`, announced once since they widen whom the daemon trusts.
+fn client_tls(cfg: &Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let extra = match &cfg.exchange.tls_ca {
+        Some(ca) => {
+            warn!(
+                event = "tls_extra_roots",
+                file = %ca.file.display(),
+                certificates = ca.certificates.len(),
+                "exchange.tls_ca_file: trusting these root certificates besides webpki's for \
+                 every connection to the exchange"
+            );
+            ca.certificates.as_slice()
+        }
+        None => &[],
+    };
+    crate::tls::client_config(extra).map_err(|e| anyhow::anyhow!("exchange.tls_ca_file: {e}"))
+}
+
 pub(crate) async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
     match cfg.exchange.venue {
         Venue::Binance => {
@@ -201,6 +222,7 @@ pub(crate) async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
                 .map_err(FatalConfig)?
                 .ok_or_else(|| anyhow::anyhow!("exchange.api_key / api_secret missing"))?;
             Ok(Venue_ {
+                tls: client_tls(cfg)?,
                 rest_url: cfg.exchange.rest_url.clone(),
                 stream_url: cfg.exchange.stream_url.clone(),
                 ws_api_url: (cfg.exchange.user_stream == UserStreamTransport::WsApi)
@@ -243,6 +265,7 @@ pub(crate) async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
                 .context("starting the embedded simulator")?;
             info!(event = "sim_started", rest_url = %handle.rest_url(), "embedded simulator started");
             Ok(Venue_ {
+                tls: client_tls(cfg)?,
                 rest_url: handle.rest_url(),
                 stream_url: handle.stream_url(),
                 ws_api_url: (cfg.exchange.user_stream == UserStreamTransport::WsApi)
@@ -336,13 +359,16 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<i32> {
     let venue = open_venue(&cfg).await?;
-    let rest = RestClient::new(RestSettings {
-        base_url: venue.rest_url.clone(),
-        api_key: Some(venue.api_key.clone()),
-        signer: Some(venue.signer.clone()),
-        recv_window: cfg.exchange.recv_window,
-        timeout: cfg.exchange.request_timeout,
-    })
+    let rest = RestClient::with_tls_config(
+        RestSettings {
+            base_url: venue.rest_url.clone(),
+            api_key: Some(venue.api_key.clone()),
+            signer: Some(venue.signer.clone()),
+            recv_window: cfg.exchange.recv_window,
+            timeout: cfg.exchange.request_timeout,
+        },
+        venue.tls.clone(),
+    )
     .map_err(|e| anyhow::anyhow!("REST client: {e}"))?;
     let offset = rest.sync_time().await.context("GET /api/v3/time")?;
     info!(
@@ -916,6 +942,7 @@ pub(crate) fn stream_settings(cfg: &Config, venue: &Venue_) -> StreamSettings {
         reconnect_max_backoff: cfg.streams.reconnect_max_backoff,
         idle_timeout: cfg.streams.idle_timeout,
         keepalive_interval: cfg.streams.keepalive_interval,
+        tls: venue.tls.clone(),
     }
 }
 
