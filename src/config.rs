@@ -593,6 +593,18 @@ impl Config {
                 if !ok {
                     return Err(err(key, format!("unexpected URL scheme in {v:?}")));
                 }
+                // The parser takes `WSS://` and surrounding spaces; tungstenite (and the
+                // choice of the TLS read window) match the scheme as written: keep it as
+                // parsed, lowercase and trimmed.
+                let scheme = parsed.scheme();
+                let trimmed = v.trim();
+                if let Some(rest) = trimmed
+                    .get(..scheme.len())
+                    .filter(|s| s.eq_ignore_ascii_case(scheme))
+                    .and_then(|_| trimmed.get(scheme.len()..))
+                {
+                    return Ok(format!("{scheme}{rest}"));
+                }
             } else if !v.is_empty() {
                 return Err(err(
                     key,

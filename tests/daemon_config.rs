@@ -91,6 +91,18 @@ fn a_good_config_checks_ok_and_prints_a_summary_without_secrets() {
 }
 
 #[test]
+fn url_schemes_in_capitals_are_taken_in_lowercase() {
+    let text = daemon("")
+        .replace("\"http://127.0.0.1:9\"", "\" HTTPS://127.0.0.1:9 \"")
+        .replace("\"ws://127.0.0.1:9\"", "\"WSS://127.0.0.1:9\"");
+    let c = Case::new(&text, &[("BTCUSDT.toml", GOOD)]);
+    let (code, text) = mmd(&["check", "--config"], &c.dir.path().join("mmd.toml"));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("rest_url: https://127.0.0.1:9\n"), "{text}");
+    assert!(text.contains("stream_url: wss://127.0.0.1:9\n"), "{text}");
+}
+
+#[test]
 fn missing_symbol() {
     let c = Case::new(
         &daemon(""),
