@@ -13,41 +13,22 @@ use mmd::binance::rest::{
 use mmd::binance::sign::{HmacSigner, Signer};
 use mmd::binance::types::Side;
 use parking_lot::Mutex;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use rust_decimal_macros::dec;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tls_support::Pki;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Notify, mpsc};
+
+mod tls_support;
 
 const KEY: &str = "test-api-key";
 const SECRET: &[u8] = b"test-secret";
 const SERVER_TIME: u64 = 1_767_225_600_000;
 
-/// A CA and a leaf it signed for `localhost` and `127.0.0.1`.
-struct Pki {
-    ca: CertificateDer<'static>,
-    leaf: CertificateDer<'static>,
-    leaf_key: PrivatePkcs8KeyDer<'static>,
-}
-
+/// A fresh CA and a leaf it signed for `localhost` and `127.0.0.1` (the server here
+/// takes them from memory; the files go with the directory).
 fn pki() -> Pki {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "mmd loopback test CA");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = leaf.signed_by(&leaf_key, &ca).unwrap();
-    Pki {
-        ca: ca.der().clone(),
-        leaf: leaf.der().clone(),
-        leaf_key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
-    }
+    tls_support::pki(tempfile::tempdir().unwrap().path())
 }
 
 /// What the server does once it has answered a request.

@@ -10,10 +10,12 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 pub struct Pki {
     pub ca: CertificateDer<'static>,
+    pub leaf: CertificateDer<'static>,
+    pub leaf_key: PrivatePkcs8KeyDer<'static>,
     /// The CA's certificate, PEM.
     pub ca_file: PathBuf,
     /// The leaf's certificate, then the CA's, PEM.
@@ -56,6 +58,8 @@ pub fn pki(dir: &Path) -> Pki {
     std::fs::write(&key_file, pem("PRIVATE KEY", &leaf_key.serialize_der())).unwrap();
     Pki {
         ca: ca.der().clone(),
+        leaf: leaf.der().clone(),
+        leaf_key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
         ca_file,
         cert_file,
         key_file,
