@@ -536,19 +536,19 @@ fn account_event_not_explained_by_fills_is_counted_and_resynced() {
     );
 }
 
+/// Whether the metrics show this balance gauge at exactly this value.
+fn shows_balance(h: &H, asset: &str, state: &str, value: &str) -> bool {
+    h.metrics.render().contains(&format!(
+        "mmd_balance{{asset=\"{asset}\",state=\"{state}\"}} {value}\n"
+    ))
+}
+
 #[test]
 fn an_account_event_publishes_the_balances_it_carries_and_keeps_the_rest() {
     let mut h = H::new(&["BTCUSDT", "ETHUSDT"]);
     h.start();
-    let render = h.metrics.render();
-    assert!(
-        render.contains("mmd_balance{asset=\"BTC\",state=\"free\"} 1\n"),
-        "{render}"
-    );
-    assert!(
-        render.contains("mmd_balance{asset=\"USDT\",state=\"free\"} 10000\n"),
-        "{render}"
-    );
+    assert!(shows_balance(&h, "BTC", "free", "1"));
+    assert!(shows_balance(&h, "USDT", "free", "10000"));
     // Only the quote asset changed (a bid locked funds): its gauges move, BTC's stay.
     h.feed(Input::User(UserEvent::AccountPosition(AccountPosition {
         event_time: 900,
@@ -559,19 +559,9 @@ fn an_account_event_publishes_the_balances_it_carries_and_keeps_the_rest() {
             locked: dec!(999.5),
         }],
     })));
-    let render = h.metrics.render();
-    assert!(
-        render.contains("mmd_balance{asset=\"USDT\",state=\"free\"} 9000.5\n"),
-        "{render}"
-    );
-    assert!(
-        render.contains("mmd_balance{asset=\"USDT\",state=\"locked\"} 999.5\n"),
-        "{render}"
-    );
-    assert!(
-        render.contains("mmd_balance{asset=\"BTC\",state=\"free\"} 1\n"),
-        "{render}"
-    );
+    assert!(shows_balance(&h, "USDT", "free", "9000.5"));
+    assert!(shows_balance(&h, "USDT", "locked", "999.5"));
+    assert!(shows_balance(&h, "BTC", "free", "1"));
     assert_eq!(h.e.balance("USDT").unwrap().free, dec!(9000.5));
 }
 
