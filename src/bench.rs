@@ -52,6 +52,12 @@ pub struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The floor tick-to-request is judged against, instead of the daemon (bookTicker
+    /// mode): the same runtime reads the same frames, decodes each with the daemon's
+    /// decoder and writes one fixed request to a kept-alive REST connection, timed at the
+    /// same two points. No engine, strategy, signing or HTTP library in between.
+    #[arg(long)]
+    pub floor: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +72,8 @@ pub struct LatencySummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub mode: BenchMode,
+    /// `--floor`: no daemon ran; `tick_to_request` is the floor's.
+    pub floor: bool,
     pub markets: usize,
     pub symbols: usize,
     pub interval_ms: u64,
@@ -298,7 +306,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let scratch = Scratch(dir.clone());
     let api_key = random_token(32);
     let secret = random_token(48);
+    if args.floor && (args.mode != BenchMode::BookTicker || args.markets != 1) {
+        anyhow::bail!("--floor: with --mode book-ticker and --markets 1 only");
+    }
     let (mut sim, rest_url, stream_url) = start_sim(&args, &dir, &api_key, &secret).await?;
+    if args.floor {
+        let report = floor(&args, &rest_url, &stream_url).await;
+        let _ = sim.start_kill();
+        let _ = sim.wait().await;
+        drop(scratch);
+        return report;
+    }
 
     write_private(&dir.join("api_key"), &api_key)?;
     write_private(&dir.join("api_secret"), &secret)?;
@@ -347,6 +365,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let window = |all: &[u64], skip: usize| all[skip.min(all.len())..].to_vec();
     let report = BenchReport {
         mode: args.mode,
+        floor: false,
         markets: args.markets,
         symbols: args.symbols.max(args.markets),
         interval_ms: args.interval.as_millis() as u64,
@@ -363,10 +382,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         peak_rss_kib,
         rss_kib,
         first_live_quote_ms: first_live.duration_since(started).as_secs_f64() * 1000.0,
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg: std::fs::read_to_string("/proc/loadavg")
-            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_default(),
+        cpus: cpus(),
+        loadavg: loadavg(),
     };
 
     let _ = control.send(Control::Stop);
@@ -382,6 +399,97 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     Ok(report)
 }
 
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// `--floor`: see [`BenchArgs::floor`]. The request is the server time (answered, and the
+/// connection kept alive); the answers are read and dropped by a task of their own, as the
+/// daemon's are.
+async fn floor(args: &BenchArgs, rest_url: &str, stream_url: &str) -> anyhow::Result<BenchReport> {
+    use futures_util::StreamExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let symbol = bench_symbols(1).remove(0).symbol;
+    let wanted = crate::binance::decode::SymbolSet::new([symbol.as_str()]);
+    let url = format!("{stream_url}/ws/{}@bookTicker", symbol.to_lowercase());
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        &url,
+        Some(crate::binance::stream::ws_config(&url)),
+        true,
+    )
+    .await
+    .context("floor: market stream")?;
+    let host = rest_url.trim_start_matches("http://");
+    let tcp = tokio::net::TcpStream::connect(host)
+        .await
+        .context("floor: REST connection")?;
+    tcp.set_nodelay(true)?;
+    let (mut answers, mut requests) = tcp.into_split();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while matches!(answers.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    let request = format!("GET /api/v3/time HTTP/1.1\r\nhost: {host}\r\naccept: */*\r\n\r\n");
+    let mut events = Vec::new();
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    let measure_from = started + args.warmup;
+    let end = measure_from + Duration::from_secs(args.seconds);
+    let mut cpu0 = None;
+    loop {
+        let next = tokio::time::timeout_at(end.into(), ws.next()).await;
+        let received = Instant::now();
+        let text = match next {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(e).context("floor: market stream"),
+            Ok(None) => anyhow::bail!("floor: the market stream ended"),
+        };
+        events.clear();
+        crate::binance::decode::decode_market_frame(text.as_str(), &wanted, &mut events)
+            .map_err(|e| anyhow::anyhow!("floor: {e}"))?;
+        if events.is_empty() {
+            continue;
+        }
+        let handed = Instant::now();
+        requests.write_all(request.as_bytes()).await?;
+        if received >= measure_from {
+            if cpu0.is_none() {
+                cpu0 = Some((cpu_seconds()?, received));
+            }
+            samples.push(handed.duration_since(received).as_nanos() as u64);
+        }
+    }
+    let (cpu0, wall0) = cpu0.context("floor: no frame in the measured window")?;
+    let cpu1 = cpu_seconds()?;
+    let wall = wall0.elapsed().as_secs_f64();
+    Ok(BenchReport {
+        mode: args.mode,
+        floor: true,
+        markets: 1,
+        symbols: args.symbols.max(1),
+        interval_ms: args.interval.as_millis() as u64,
+        measured_s: wall,
+        tick_to_request: summarize(samples),
+        tick_to_order: None,
+        cpu_percent: (cpu1 - cpu0) / wall * 100.0,
+        peak_rss_kib: status_kib("VmHWM:")?,
+        rss_kib: status_kib("VmRSS:")?,
+        first_live_quote_ms: 0.0,
+        cpus: cpus(),
+        loadavg: loadavg(),
+    })
+}
+
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mode = match self.mode {
@@ -393,16 +501,24 @@ impl std::fmt::Display for BenchReport {
             "mode {mode}, {} symbols listed, {} markets quoted, interval {} ms, measured {:.1} s",
             self.symbols, self.markets, self.interval_ms, self.measured_s
         )?;
-        for (name, l) in [
-            (
-                "tick-to-request (first new/cancel request)",
+        let lines: &[(&str, &Option<LatencySummary>)] = if self.floor {
+            &[(
+                "floor, no daemon (frame read, decoded, one fixed request handed to the write)",
                 &self.tick_to_request,
-            ),
-            (
-                "tick-to-order (new order, after any cancel ack)",
-                &self.tick_to_order,
-            ),
-        ] {
+            )]
+        } else {
+            &[
+                (
+                    "tick-to-request (first new/cancel request)",
+                    &self.tick_to_request,
+                ),
+                (
+                    "tick-to-order (new order, after any cancel ack)",
+                    &self.tick_to_order,
+                ),
+            ]
+        };
+        for &(name, l) in lines {
             match l {
                 Some(l) => writeln!(
                     f,
@@ -419,11 +535,13 @@ impl std::fmt::Display for BenchReport {
             self.peak_rss_kib as f64 / 1024.0,
             self.rss_kib as f64 / 1024.0
         )?;
-        writeln!(
-            f,
-            "start to first live quote {:.1} ms",
-            self.first_live_quote_ms
-        )?;
+        if !self.floor {
+            writeln!(
+                f,
+                "start to first live quote {:.1} ms",
+                self.first_live_quote_ms
+            )?;
+        }
         write!(
             f,
             "machine: {} CPUs, load average {}",

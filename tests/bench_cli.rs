@@ -104,6 +104,27 @@ fn bench_book_ticker_reports_samples_and_resources() {
 }
 
 #[test]
+fn bench_floor_reads_and_writes_without_the_daemon() {
+    let r = bench(&[
+        "--mode",
+        "book-ticker",
+        "--markets",
+        "1",
+        "--symbols",
+        "20",
+        "--interval",
+        "100ms",
+        "--floor",
+    ]);
+    assert_eq!(r["floor"], true);
+    // A frame every 100 ms for 2 s, each answered by one request.
+    assert!(assert_latency(&r, "tick_to_request") >= 5, "{r}");
+    assert!(r["tick_to_order"].is_null(), "no daemon, no orders: {r}");
+    assert!(r["measured_s"].as_f64().unwrap() > 1.0, "{r}");
+    assert!(r["peak_rss_kib"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
 fn bench_refuses_bad_arguments_with_a_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_mmd"))
         .args(["bench", "--markets", "0", "--seconds", "1"])
@@ -111,4 +132,14 @@ fn bench_refuses_bad_arguments_with_a_message() {
         .expect("run mmd bench");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--markets"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mmd"))
+        .args(["bench", "--mode", "ticker-arr", "--floor", "--seconds", "1"])
+        .output()
+        .expect("run mmd bench");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--floor: with --mode book-ticker"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
