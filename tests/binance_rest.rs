@@ -11,13 +11,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, Response, Uri};
-use mmd::binance::rest::{
-    NewOrder, OrderRef, OrderType, RespType, RestClient, RestError, RestSettings, TimeInForce,
-};
+use mmd::binance::rest::{OrderRef, RestClient, RestError, RestSettings};
 use mmd::binance::sign::{HmacSigner, Signer};
-use mmd::binance::types::Side;
 use parking_lot::Mutex;
+use rest_support::{order, read_head};
 use rust_decimal_macros::dec;
+
+mod rest_support;
 
 const KEY: &str = "test-api-key";
 const SECRET: &[u8] = b"test-secret";
@@ -162,19 +162,6 @@ fn client(url: &str) -> RestClient {
         timeout: Duration::from_millis(500),
     })
     .unwrap()
-}
-
-fn order(symbol: &str) -> NewOrder {
-    NewOrder {
-        symbol: symbol.into(),
-        side: Side::Sell,
-        order_type: OrderType::Limit,
-        time_in_force: Some(TimeInForce::Gtc),
-        qty: dec!(0.010),
-        price: Some(dec!(52000.00)),
-        client_order_id: "mmd-1".into(),
-        resp_type: RespType::Result,
-    }
 }
 
 #[tokio::test]
@@ -329,7 +316,7 @@ struct RawServer {
 }
 
 async fn raw_server(per_connection: usize) -> RawServer {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let connections = Arc::new(AtomicUsize::new(0));
@@ -343,18 +330,9 @@ async fn raw_server(per_connection: usize) -> RawServer {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 for _ in 0..per_connection {
-                    let end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    let Some(head) = read_head(&mut sock, &mut buf).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
                     hs.lock().push(head);
                     let body = r#"{"symbol":"BTCUSDT","orderId":7,"clientOrderId":"mmd-1","status":"NEW"}"#;
                     let resp = format!(

@@ -7,18 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mmd::binance::rest::{
-    NewOrder, OrderRef, OrderType, RespType, RestClient, RestError, RestSettings, TimeInForce,
-};
+use mmd::binance::rest::{OrderRef, RestClient, RestError, RestSettings};
 use mmd::binance::sign::{HmacSigner, Signer};
-use mmd::binance::types::Side;
 use parking_lot::Mutex;
-use rust_decimal_macros::dec;
+use rest_support::{order, read_head};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tls_support::Pki;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Notify, mpsc};
 
+mod rest_support;
 mod tls_support;
 
 const KEY: &str = "test-api-key";
@@ -122,18 +120,9 @@ async fn tls_server(pki: &Pki, after: AfterAnswer) -> TlsServer {
                     .push(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
                 let mut buf = Vec::new();
                 loop {
-                    let end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match tls.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    let Some(head) = read_head(&mut tls, &mut buf).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
                     let body = if head.starts_with("GET /api/v3/time ") {
                         format!(r#"{{"serverTime":{SERVER_TIME}}}"#)
                     } else {
@@ -185,19 +174,6 @@ fn settings(url: &str) -> RestSettings {
 
 fn trusting(url: &str, ca: &CertificateDer<'static>) -> RestClient {
     RestClient::with_root_certificates(settings(url), vec![ca.clone()]).unwrap()
-}
-
-fn order(symbol: &str) -> NewOrder {
-    NewOrder {
-        symbol: symbol.into(),
-        side: Side::Sell,
-        order_type: OrderType::Limit,
-        time_in_force: Some(TimeInForce::Gtc),
-        qty: dec!(0.010),
-        price: Some(dec!(52000.00)),
-        client_order_id: "mmd-1".into(),
-        resp_type: RespType::Result,
-    }
 }
 
 fn cancel() -> OrderRef {
