@@ -324,8 +324,9 @@ impl RestClient {
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(settings.timeout));
-        // HTTP/1.1 only: one request per connection at a time, so a write is one request
-        // (reqwest offered h2 in ALPN; requests and their order are the same either way).
+        // HTTP/1.1 only: one request per connection at a time, so a write is one request.
+        // No ALPN is offered (tests/binance_rest_tls.rs pins it); reqwest used to offer h2,
+        // and requests and their order are the same either way.
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(rustls::ClientConfig::clone(&tls_config))
             .https_or_http()
