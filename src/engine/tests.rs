@@ -501,19 +501,24 @@ fn cancel_answered_unknown_order_is_settled_by_query() {
     );
 }
 
+/// An outboundAccountPosition carrying one asset, at exchange time `t`.
+fn account_position(t: u64, asset: &str, free: Decimal, locked: Decimal) -> Input {
+    Input::User(UserEvent::AccountPosition(AccountPosition {
+        event_time: t,
+        last_update: t,
+        balances: vec![WireBalance {
+            asset: asset.into(),
+            free,
+            locked,
+        }],
+    }))
+}
+
 #[test]
 fn account_event_not_explained_by_fills_is_counted_and_resynced() {
     let mut h = H::new(&["BTCUSDT"]);
     h.start();
-    h.feed(Input::User(UserEvent::AccountPosition(AccountPosition {
-        event_time: 900,
-        last_update: 900,
-        balances: vec![WireBalance {
-            asset: "BTC".into(),
-            free: dec!(1.5),
-            locked: dec!(0),
-        }],
-    })));
+    h.feed(account_position(900, "BTC", dec!(1.5), dec!(0)));
     h.now += 2000;
     let c = h.feed(Input::Tick);
     assert_eq!(h.metrics.counter(metrics::RECONCILE_MISMATCHES, &[]), 1);
@@ -550,15 +555,7 @@ fn an_account_event_publishes_the_balances_it_carries_and_keeps_the_rest() {
     assert!(shows_balance(&h, "BTC", "free", "1"));
     assert!(shows_balance(&h, "USDT", "free", "10000"));
     // Only the quote asset changed (a bid locked funds): its gauges move, BTC's stay.
-    h.feed(Input::User(UserEvent::AccountPosition(AccountPosition {
-        event_time: 900,
-        last_update: 900,
-        balances: vec![WireBalance {
-            asset: "USDT".into(),
-            free: dec!(9000.5),
-            locked: dec!(999.5),
-        }],
-    })));
+    h.feed(account_position(900, "USDT", dec!(9000.5), dec!(999.5)));
     assert!(shows_balance(&h, "USDT", "free", "9000.5"));
     assert!(shows_balance(&h, "USDT", "locked", "999.5"));
     assert!(shows_balance(&h, "BTC", "free", "1"));
