@@ -11,7 +11,7 @@ use crate::{Balances, Context, Decimal, DesiredQuotes, MarketSnapshot, Quote, Si
 
 /// `Some(dp)` when `step` is 10^-dp (0.01, 0.001, 1, ...), as nearly every Binance tick and
 /// step is: rounding to decimal places then needs no division.
-fn decimal_places_of(step: Decimal) -> Option<u32> {
+pub(crate) fn decimal_places_of(step: Decimal) -> Option<u32> {
     // Already normalized (as a parsed "0.01" is): no need to build a normalized copy.
     if step.mantissa() == 1 {
         return Some(step.scale());

@@ -4,8 +4,11 @@
 //! inventory skew (sizes scale 0..2× with the base share of the portfolio), an optional price
 //! skew, price ceiling/floor, a per-side pause after a fill and ping-pong.
 
+use std::cmp::Ordering;
+
+use crate::fixed::Fixed;
 use crate::params::{self, Check};
-use crate::quantize::{finalize, finalize_in_place};
+use crate::quantize::{decimal_places_of, finalize_in_place};
 use crate::{
     Balances, Context, Decimal, DesiredQuotes, Fill, MarketSnapshot, Quote, RefreshPolicy, Side,
     Strategy, StrategyError, bps,
@@ -222,6 +225,153 @@ pub fn inventory_skew(
     })
 }
 
+/// [`inventory_skew`]'s skew on exact integers, in hundredths: `Some(None)` where that gives
+/// `None`, and `None` where only the Decimal code can say.
+fn exact_skew_hundredths(
+    base: Fixed,
+    quote: Fixed,
+    price: Fixed,
+    target_base_pct: Fixed,
+    range_base: Fixed,
+) -> Option<Option<i128>> {
+    let base_value = base.mul(price)?;
+    let total_value = base_value.add(quote)?;
+    if !total_value.is_positive() || !price.is_positive() {
+        return Some(None);
+    }
+    let range_value = range_base
+        .mul(price)?
+        .min(total_value.mul(Fixed::from_decimal(HALF))?)?;
+    if !range_value.is_positive() {
+        return Some(None);
+    }
+    let target_value = total_value
+        .mul(target_base_pct)?
+        .mul(Fixed::from_decimal(PERCENT))?;
+    Some(Some(
+        base_value
+            .sub(target_value)?
+            .ratio_hundredths_clamped(range_value)?,
+    ))
+}
+
+/// [`finalize_in_place`] on exact integers for quotes already in (side, level) order, or
+/// `None` where a balance cap or the max-notional cap would change a quantity (the Decimal
+/// code divides there) or a value leaves the exact range.
+fn exact_finalize(
+    raw: &[(Side, u32, Fixed, Fixed)],
+    base_total: Fixed,
+    quote_total: Fixed,
+    ctx: &Context<'_>,
+    tick_dp: u32,
+    step_dp: u32,
+    out: &mut Vec<Quote>,
+) -> Option<()> {
+    let mut base_left = base_total.max(Fixed::ZERO)?;
+    let mut quote_left = quote_total.max(Fixed::ZERO)?;
+    for &(side, _, price, qty) in raw {
+        match side {
+            Side::Sell => {
+                if qty.cmp(base_left)? == Ordering::Greater {
+                    return None;
+                }
+                base_left = base_left.sub(qty)?;
+            }
+            Side::Buy => {
+                let cost = price.mul(qty)?;
+                if price.is_positive() && cost.cmp(quote_left)? == Ordering::Greater {
+                    return None;
+                }
+                quote_left = quote_left.sub(cost)?;
+            }
+        }
+    }
+    let rules = ctx.rules;
+    let (bid, ask) = (
+        Fixed::from_decimal(ctx.market.best_bid),
+        Fixed::from_decimal(ctx.market.best_ask),
+    );
+    // A price p on the grid is at or above the best ask exactly when its tick count is at
+    // or above the ask's rounded up; the tick below the ask is that count minus one.
+    let ask_ticks_up = if ask.is_positive() {
+        Some(ask.ceil_units(tick_dp)?)
+    } else {
+        None
+    };
+    let bid_ticks_down = if bid.is_positive() {
+        Some(bid.floor_units(tick_dp)?)
+    } else {
+        None
+    };
+    let max_qty = Fixed::from_decimal(rules.max_qty);
+    let max_lots = if max_qty.is_positive() {
+        Some(max_qty.floor_units(step_dp)?)
+    } else {
+        None
+    };
+    let min_qty = Fixed::from_decimal(rules.min_qty);
+    let min_notional = Fixed::from_decimal(rules.min_notional);
+    for &(side, level, price, qty) in raw {
+        if !qty.is_positive() {
+            continue;
+        }
+        let ticks = match side {
+            Side::Buy => {
+                let t = price.floor_units(tick_dp)?;
+                match ask_ticks_up {
+                    Some(a) if t >= a => a - 1,
+                    _ => t,
+                }
+            }
+            Side::Sell => {
+                let t = price.ceil_units(tick_dp)?;
+                match bid_ticks_down {
+                    Some(b) if t <= b => b + 1,
+                    _ => t,
+                }
+            }
+        };
+        if ticks <= 0 {
+            continue;
+        }
+        let mut lots = qty.floor_units(step_dp)?;
+        if let Some(max) = max_lots
+            && lots > max
+        {
+            lots = max;
+        }
+        let price = Fixed::new(ticks, tick_dp)?;
+        let qty = Fixed::new(lots, step_dp)?;
+        let notional = price.mul(qty)?;
+        if let Some(max_notional) = rules.max_notional
+            && notional.cmp(Fixed::from_decimal(max_notional))? == Ordering::Greater
+        {
+            return None;
+        }
+        if lots <= 0
+            || qty.cmp(min_qty)? == Ordering::Less
+            || notional.cmp(min_notional)? == Ordering::Less
+        {
+            continue;
+        }
+        out.push(Quote {
+            side,
+            price: price.to_decimal(),
+            qty: qty.to_decimal(),
+            level,
+        });
+    }
+    let lowest_ask = out
+        .iter()
+        .filter(|q| q.side == Side::Sell)
+        .map(|q| q.price)
+        .min();
+    if let Some(lowest_ask) = lowest_ask {
+        out.retain(|q| q.side == Side::Sell || q.price < lowest_ask);
+    }
+    Some(())
+}
+
 pub struct SpreadStrategy {
     params: SpreadParams,
     /// Per level: price multipliers from the reference (1 ∓ spread) and quantity, computed once.
@@ -237,6 +387,8 @@ pub struct SpreadStrategy {
     paused_until_ms: [u64; 2],
     /// Buy fills minus sell fills since the last time the two were level (ping-pong).
     ping_pong_balance: i64,
+    /// Reused by [`SpreadStrategy::exact_quotes_into`]: (side, level, price, qty) per quote.
+    exact_scratch: Vec<(Side, u32, Fixed, Fixed)>,
 }
 
 struct LevelShape {
@@ -269,11 +421,145 @@ impl SpreadStrategy {
             params,
             paused_until_ms: [0; 2],
             ping_pong_balance: 0,
+            exact_scratch: Vec::new(),
         })
     }
 
     pub fn params(&self) -> &SpreadParams {
         &self.params
+    }
+
+    /// Ping-pong removes the closest levels of the side that filled last.
+    fn ping_pong_skip(&self, side: Side) -> u32 {
+        if !self.params.ping_pong {
+            return 0;
+        }
+        let b = self.ping_pong_balance;
+        let n = match side {
+            Side::Buy if b > 0 => b,
+            Side::Sell if b < 0 => -b,
+            _ => 0,
+        };
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// What `finalize(raw_quotes)` gives, computed on exact integers ([`Fixed`]): the same
+    /// formulas in the same order, hence the same values, at a tenth of the cost. `None` where
+    /// this path does not apply or cannot be sure to agree (a tick or step that is not a power
+    /// of ten, the microprice's division, a balance or max-notional cap that binds, values
+    /// beyond Decimal's exact range): the Decimal code decides those. Prices come out at the
+    /// tick's scale and quantities at the step's, where the Decimal code's scales follow its
+    /// operands (`0.0099` against `0.00990`); the values are equal.
+    fn exact_quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) -> Option<()> {
+        let rules = ctx.rules;
+        let tick_dp = decimal_places_of(rules.tick_size)?;
+        let step_dp = decimal_places_of(rules.step_size)?;
+        out.clear();
+        let p = &self.params;
+        let market = ctx.market;
+        let (bid, ask) = (
+            Fixed::from_decimal(market.best_bid),
+            Fixed::from_decimal(market.best_ask),
+        );
+        let two_sided = bid.is_positive() && ask.is_positive() && bid.cmp(ask)? == Ordering::Less;
+        let mid = if two_sided {
+            Some(bid.add(ask)?.mul(Fixed::from_decimal(HALF))?)
+        } else {
+            None
+        };
+        let reference = match p.price_source {
+            PriceSource::Mid => mid,
+            PriceSource::Last => market.last.map(Fixed::from_decimal),
+            PriceSource::BestBid => Some(bid),
+            PriceSource::BestAsk => Some(ask),
+            PriceSource::Microprice => return None,
+        };
+        let Some(reference) = reference.filter(|r| r.is_positive()) else {
+            return Some(());
+        };
+        let mut sides = [true, true];
+        if let Some(ceiling) = p.price_ceiling
+            && reference.cmp(Fixed::from_decimal(ceiling))? == Ordering::Greater
+        {
+            sides[Side::Buy as usize] = false;
+        }
+        if let Some(floor) = p.price_floor
+            && reference.cmp(Fixed::from_decimal(floor))? == Ordering::Less
+        {
+            sides[Side::Sell as usize] = false;
+        }
+        for side in [Side::Buy, Side::Sell] {
+            if ctx.now_ms < self.paused_until_ms[side as usize] {
+                sides[side as usize] = false;
+            }
+        }
+        let b = ctx.balances;
+        let base_total =
+            Fixed::from_decimal(b.base_free).add(Fixed::from_decimal(b.base_locked))?;
+        let quote_total =
+            Fixed::from_decimal(b.quote_free).add(Fixed::from_decimal(b.quote_locked))?;
+        let one = Fixed::from_decimal(Decimal::ONE);
+        let (mut bid_ratio, mut ask_ratio, mut shift) = (one, one, Fixed::ZERO);
+        if p.inventory_skew_enabled {
+            let Some(skew) = exact_skew_hundredths(
+                base_total,
+                quote_total,
+                reference,
+                Fixed::from_decimal(p.inventory_target_base_pct),
+                Fixed::from_decimal(self.skew_range),
+            )?
+            else {
+                return Some(());
+            };
+            bid_ratio = Fixed::new(100 - skew, 2)?;
+            ask_ratio = Fixed::new(100 + skew, 2)?;
+            shift = Fixed::new(-skew, 2)?.mul(Fixed::from_decimal(self.price_skew))?;
+        }
+        let center = if shift.is_zero() {
+            reference
+        } else {
+            reference.mul(one.add(shift)?)?
+        };
+        let mid = match p.price_source {
+            PriceSource::Mid => Some(reference),
+            _ => mid,
+        };
+        // The balance cap goes through the quotes by (side, level): bids first.
+        let mut raw = std::mem::take(&mut self.exact_scratch);
+        raw.clear();
+        let min_bid = Fixed::from_decimal(self.min_bid_factor);
+        let min_ask = Fixed::from_decimal(self.min_ask_factor);
+        for side in [Side::Buy, Side::Sell] {
+            if !sides[side as usize] {
+                continue;
+            }
+            let skip = self.ping_pong_skip(side);
+            for shape in self.levels.iter().filter(|l| l.level >= skip) {
+                let (factor, ratio) = match side {
+                    Side::Buy => (shape.bid_factor, bid_ratio),
+                    Side::Sell => (shape.ask_factor, ask_ratio),
+                };
+                let mut price = center.mul(Fixed::from_decimal(factor))?;
+                if let Some(mid) = mid {
+                    price = match side {
+                        Side::Buy => price.min(mid.mul(min_bid)?)?,
+                        Side::Sell => price.max(mid.mul(min_ask)?)?,
+                    };
+                }
+                let qty = Fixed::from_decimal(shape.qty).mul(ratio)?;
+                raw.push((side, shape.level, price, qty));
+            }
+        }
+        let result = exact_finalize(&raw, base_total, quote_total, ctx, tick_dp, step_dp, out);
+        self.exact_scratch = raw;
+        result
+    }
+
+    /// The quotes on Decimal throughout: the reference for [`Self::exact_quotes_into`], and
+    /// the path for whatever that declines.
+    fn decimal_quotes_into(&self, ctx: &Context<'_>, out: &mut Vec<Quote>) {
+        self.raw_quotes_into(ctx, out);
+        finalize_in_place(out, ctx);
     }
 
     /// The quotes before balance caps and quantization.
@@ -319,19 +605,7 @@ impl SpreadStrategy {
                 None => return,
             }
         }
-        // Ping-pong removes the closest levels of the side that filled last.
-        let skip = |side: Side| -> u32 {
-            if !p.ping_pong {
-                return 0;
-            }
-            let b = self.ping_pong_balance;
-            let n = match side {
-                Side::Buy if b > 0 => b,
-                Side::Sell if b < 0 => -b,
-                _ => 0,
-            };
-            u32::try_from(n).unwrap_or(u32::MAX)
-        };
+        let skip = |side: Side| self.ping_pong_skip(side);
         // Without a price skew the shift is exactly zero and reference × 1 is the reference
         // itself, value and scale.
         let center = if shift.is_zero() {
@@ -402,12 +676,15 @@ impl Strategy for SpreadStrategy {
     fn on_timer(&mut self, _now_ms: u64) {}
 
     fn quotes(&mut self, ctx: &Context<'_>) -> DesiredQuotes {
-        finalize(self.raw_quotes(ctx), ctx)
+        let mut quotes = Vec::with_capacity(2 * self.params.levels as usize);
+        self.quotes_into(ctx, &mut quotes);
+        DesiredQuotes { quotes }
     }
 
     fn quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) {
-        self.raw_quotes_into(ctx, out);
-        finalize_in_place(out, ctx);
+        if self.exact_quotes_into(ctx, out).is_none() {
+            self.decimal_quotes_into(ctx, out);
+        }
     }
 
     fn refresh_policy(&self) -> RefreshPolicy {
@@ -642,5 +919,192 @@ mod tests {
         let s = build(NAME, table).unwrap();
         assert_eq!(s.name(), "spread");
         assert_eq!(s.refresh_policy().max_order_age_ms, Some(30_000));
+    }
+
+    /// A value `m × 10^-scale`, with the scale drawn so that grids and values of every
+    /// precision meet: a scale above the grid's is off-grid unless the digits happen to fit.
+    fn dec(m: i64, scale: u32) -> Decimal {
+        Decimal::new(m, scale)
+    }
+
+    fn params_toml(
+        spreads: (i64, i64, u32),
+        levels: (u32, i64, i64),
+        qty: (i64, u32),
+        skew: (bool, i64, i64, i64),
+        extra: (i64, u8, bool, Option<i64>, Option<i64>),
+    ) -> String {
+        let (bid_bps, ask_bps, bps_scale) = spreads;
+        let (levels, level_spread, level_step) = levels;
+        let (skew_on, target_pct, multiplier, price_skew_bps) = skew;
+        let (min_spread, source, ping_pong, ceiling, floor) = extra;
+        let source = ["mid", "last", "microprice", "best_bid", "best_ask"][source as usize % 5];
+        let mut t = format!(
+            "bid_spread_bps = \"{}\"\nask_spread_bps = \"{}\"\norder_qty = \"{}\"\nlevels = {levels}\n\
+             level_spread_bps = \"{}\"\nlevel_qty_step = \"{}\"\nmin_spread_bps = \"{}\"\n\
+             inventory_skew_enabled = {skew_on}\ninventory_target_base_pct = {target_pct}\n\
+             inventory_range_multiplier = \"{}\"\ninventory_price_skew_bps = \"{}\"\n\
+             price_source = \"{source}\"\nping_pong = {ping_pong}\n",
+            dec(bid_bps, bps_scale),
+            dec(ask_bps, bps_scale),
+            dec(qty.0, qty.1),
+            dec(level_spread, 1),
+            dec(level_step, qty.1),
+            dec(min_spread, 1),
+            dec(multiplier, 1),
+            dec(price_skew_bps, 1),
+        );
+        if let Some(c) = ceiling {
+            t.push_str(&format!("price_ceiling = \"{}\"\n", dec(c, 2)));
+        }
+        if let Some(f) = floor {
+            t.push_str(&format!("price_floor = \"{}\"\n", dec(f, 2)));
+        }
+        t
+    }
+
+    fn decimal_and_exact(
+        s: &mut SpreadStrategy,
+        ctx: &Context<'_>,
+    ) -> (Vec<Quote>, Option<Vec<Quote>>) {
+        let mut decimal = Vec::new();
+        s.decimal_quotes_into(ctx, &mut decimal);
+        let mut exact = Vec::new();
+        let taken = s.exact_quotes_into(ctx, &mut exact).map(|()| exact);
+        (decimal, taken)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+        /// The exact-integer path gives the Decimal path's quotes, value for value, whenever
+        /// it answers at all: same sides, levels and order, same prices and sizes.
+        #[test]
+        fn the_exact_path_quotes_what_the_decimal_path_quotes(
+            spreads in (0i64..3_000, 0i64..3_000, 0u32..=2),
+            levels in (1u32..=3, 0i64..200, 0i64..50),
+            qty in (1i64..50_000, 0u32..=6),
+            skew in (proptest::prelude::any::<bool>(), 0i64..=100, 1i64..40, 0i64..200),
+            extra in (0i64..100, 0u8..5, proptest::prelude::any::<bool>(),
+                proptest::option::weighted(0.1, 1i64..20_000_000),
+                proptest::option::weighted(0.1, 1i64..20_000_000)),
+            grid in (0u32..=4, 0u32..=7, proptest::prelude::any::<bool>()),
+            book in (1i64..10_000_000, -3i64..60, 0u32..=2, proptest::option::weighted(0.8, 1i64..10_000_000)),
+            limits in (0i64..1_000, 0i64..500_000, proptest::option::weighted(0.3, 1i64..100_000_000), 0i64..10_000),
+            balances in (-1_000i64..1_000_000_000_000, 0u32..=8, -1_000i64..1_000_000_000_000, 0u32..=10, 0u8..4),
+            paused in (0u8..4, proptest::prelude::any::<bool>()),
+        ) {
+            let text = params_toml(spreads, levels, qty, skew, extra);
+            let table: toml::Value = toml::from_str(&text).unwrap();
+            let Ok(p) = crate::params::deserialize::<SpreadParams, _>(NAME, table) else {
+                return Ok(());
+            };
+            let Ok(mut s) = SpreadStrategy::new(p) else {
+                return Ok(());
+            };
+            let (tick_dp, step_dp, odd_grid) = grid;
+            let rules = SymbolRules {
+                // Now and then a grid that is not a power of ten: the exact path declines it.
+                tick_size: if odd_grid && tick_dp == 0 { dec(5, 2) } else { dec(1, tick_dp) },
+                step_size: dec(1, step_dp),
+                min_qty: dec(limits.0, step_dp),
+                max_qty: dec(limits.3, 2),
+                min_notional: dec(limits.1, 2),
+                max_notional: limits.2.map(|m| dec(m, 1)),
+            };
+            // Best bid and ask in ticks (an extra scale puts them off the grid now and then),
+            // sometimes crossed or with one side empty.
+            let (bid_ticks, spread_ticks, extra_scale, last) = book;
+            let at = |ticks: i64| dec(ticks * 10i64.pow(extra_scale), tick_dp + extra_scale);
+            let market = MarketSnapshot {
+                best_bid: at(bid_ticks),
+                best_bid_qty: dec(3, 0),
+                best_ask: if spread_ticks == -3 { Decimal::ZERO } else { at(bid_ticks + spread_ticks) },
+                best_ask_qty: dec(1, 0),
+                last: last.map(|l| dec(l, tick_dp + 1)),
+                ts_ms: 0,
+            };
+            let (base, base_scale, quote, quote_scale, locked) = balances;
+            let (base, quote) = (dec(base, base_scale), dec(quote, quote_scale));
+            let share = Decimal::new(i64::from(locked), 1) / Decimal::from(3);
+            let share = share.round_dp(1);
+            let b = Balances {
+                base_free: base - (base * share).round_dp(base_scale),
+                base_locked: (base * share).round_dp(base_scale),
+                quote_free: quote,
+                quote_locked: Decimal::ZERO,
+            };
+            let (pause_mask, fill_side_buy) = paused;
+            if pause_mask & 1 == 1 {
+                s.on_fill(&Fill {
+                    side: if fill_side_buy { Side::Buy } else { Side::Sell },
+                    price: dec(1, 0),
+                    qty: dec(1, 0),
+                    fee_quote: Decimal::ZERO,
+                    ts_ms: 0,
+                });
+            }
+            let ctx = Context {
+                now_ms: if pause_mask & 2 == 2 { 0 } else { 10_000_000 },
+                rules: &rules,
+                market: &market,
+                balances: &b,
+                live: &[],
+            };
+            let (decimal, exact) = decimal_and_exact(&mut s, &ctx);
+            if let Some(exact) = exact {
+                let shape = |q: &[Quote]| q.iter().map(|q| (q.side, q.level, q.price, q.qty)).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(shape(&exact), shape(&decimal), "{}\n{:?}\n{:?}\n{:?}", text, rules, market, b);
+            }
+        }
+    }
+
+    /// The exact path must stay the one that runs: on an ordinary book, balances and
+    /// parameters (the backtest benchmark's), it answers, and as the Decimal code would.
+    #[test]
+    fn the_exact_path_takes_ordinary_quotes() {
+        let mut s = strategy(
+            "bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = \"0.01\"\n\
+             inventory_skew_enabled = true\ninventory_range_multiplier = 2\nrefresh_tolerance_bps = 2\n\
+             levels = 2\nlevel_spread_bps = 5\nmin_spread_bps = 2\ninventory_price_skew_bps = 3",
+        );
+        let rules = SymbolRules {
+            tick_size: dec!(0.01),
+            step_size: dec!(0.00001),
+            min_qty: dec!(0.00001),
+            max_qty: dec!(9000),
+            min_notional: dec!(5),
+            max_notional: Some(dec!(9000000)),
+        };
+        let market = MarketSnapshot {
+            best_bid: dec!(60012.34),
+            best_bid_qty: dec!(0.5),
+            best_ask: dec!(60012.37),
+            best_ask_qty: dec!(0.4),
+            last: None,
+            ts_ms: 0,
+        };
+        let b = Balances {
+            base_free: dec!(0.98731),
+            base_locked: dec!(0.02),
+            quote_free: dec!(58123.456789012),
+            quote_locked: dec!(1200.2468),
+        };
+        let ctx = Context {
+            now_ms: 0,
+            rules: &rules,
+            market: &market,
+            balances: &b,
+            live: &[],
+        };
+        let (decimal, exact) = decimal_and_exact(&mut s, &ctx);
+        let exact = exact.expect("the exact path answers ordinary quotes");
+        assert_eq!(exact.len(), 4);
+        assert_eq!(exact, decimal);
+        // mid 60012.355; base 1.00731 is worth 60451.05 of a 119774.75 portfolio, 563.67
+        // above the 50% target, over a range of 0.04 × mid = 2400.49: skew 0.23, so bids are
+        // 0.77 × 0.01 and the center moves 0.23 × 3 bps down, to 60008.214; the level-0 bid
+        // is 0.999 × that = 59948.206, rounded down to the tick.
+        assert_eq!(exact[0].price, dec!(59948.20));
+        assert_eq!(exact[0].qty, dec!(0.0077));
     }
 }
