@@ -11,7 +11,7 @@ use crate::params::{self, Check};
 use crate::quantize::{decimal_places_of, finalize_in_place};
 use crate::{
     Balances, Context, Decimal, DesiredQuotes, Fill, MarketSnapshot, Quote, RefreshPolicy, Side,
-    Strategy, StrategyError, bps,
+    Strategy, StrategyError, SymbolRules, bps,
 };
 use serde::Deserialize;
 
@@ -255,6 +255,62 @@ fn exact_skew_hundredths(
     ))
 }
 
+/// The symbol's filters as whole ticks and lots, for [`exact_finalize`]: built once per set
+/// of rules rather than per quote.
+#[derive(Debug, Clone, PartialEq)]
+struct Grid {
+    /// The rules it was built from, byte for byte (Decimal's own equality compares values
+    /// through its slow path; this is a plain memory compare).
+    key: [[u8; 16]; 7],
+    tick_dp: u32,
+    step_dp: u32,
+    /// `max_qty` in lots, rounded down; `None` without the filter.
+    max_lots: Option<i128>,
+    /// `min_qty` in lots, rounded up: fewer lots are below it.
+    min_lots: i128,
+    /// The notional filters in units of tick × step: at or above `min`, at most `max`.
+    min_notional: i128,
+    max_notional: Option<i128>,
+}
+
+impl Grid {
+    fn key(rules: &SymbolRules) -> [[u8; 16]; 7] {
+        [
+            rules.tick_size.serialize(),
+            rules.step_size.serialize(),
+            rules.min_qty.serialize(),
+            rules.max_qty.serialize(),
+            rules.min_notional.serialize(),
+            rules.max_notional.unwrap_or_default().serialize(),
+            [u8::from(rules.max_notional.is_some()); 16],
+        ]
+    }
+
+    /// `None` for a tick or step that is not a power of ten, or a filter past the range.
+    fn new(rules: &SymbolRules) -> Option<Grid> {
+        let tick_dp = decimal_places_of(rules.tick_size)?;
+        let step_dp = decimal_places_of(rules.step_size)?;
+        let max_qty = Fixed::from_decimal(rules.max_qty);
+        let notional_dp = tick_dp + step_dp;
+        Some(Grid {
+            key: Grid::key(rules),
+            tick_dp,
+            step_dp,
+            max_lots: if max_qty.is_positive() {
+                Some(max_qty.floor_units(step_dp)?)
+            } else {
+                None
+            },
+            min_lots: Fixed::from_decimal(rules.min_qty).ceil_units(step_dp)?,
+            min_notional: Fixed::from_decimal(rules.min_notional).ceil_units(notional_dp)?,
+            max_notional: match rules.max_notional {
+                Some(m) => Some(Fixed::from_decimal(m).floor_units(notional_dp)?),
+                None => None,
+            },
+        })
+    }
+}
+
 /// [`finalize_in_place`] on exact integers for quotes already in (side, level) order, or
 /// `None` where a balance cap or the max-notional cap would change a quantity (the Decimal
 /// code divides there) or a value leaves the exact range.
@@ -262,9 +318,8 @@ fn exact_finalize(
     raw: &[(Side, u32, Fixed, Fixed)],
     base_total: Fixed,
     quote_total: Fixed,
-    ctx: &Context<'_>,
-    tick_dp: u32,
-    step_dp: u32,
+    market: &MarketSnapshot,
+    grid: &Grid,
     out: &mut Vec<Quote>,
 ) -> Option<()> {
     let mut base_left = base_total.max(Fixed::ZERO)?;
@@ -286,13 +341,14 @@ fn exact_finalize(
             }
         }
     }
-    let rules = ctx.rules;
+    let (tick_dp, step_dp) = (grid.tick_dp, grid.step_dp);
     let (bid, ask) = (
-        Fixed::from_decimal(ctx.market.best_bid),
-        Fixed::from_decimal(ctx.market.best_ask),
+        Fixed::from_decimal(market.best_bid),
+        Fixed::from_decimal(market.best_ask),
     );
-    // A price p on the grid is at or above the best ask exactly when its tick count is at
-    // or above the ask's rounded up; the tick below the ask is that count minus one.
+    // A price on the grid is at or above the best ask exactly when its tick count is at or
+    // above the ask's rounded up; the tick below the ask is that count minus one. Whole
+    // counts compare with the filters the same way (`Grid`).
     let ask_ticks_up = if ask.is_positive() {
         Some(ask.ceil_units(tick_dp)?)
     } else {
@@ -303,14 +359,7 @@ fn exact_finalize(
     } else {
         None
     };
-    let max_qty = Fixed::from_decimal(rules.max_qty);
-    let max_lots = if max_qty.is_positive() {
-        Some(max_qty.floor_units(step_dp)?)
-    } else {
-        None
-    };
-    let min_qty = Fixed::from_decimal(rules.min_qty);
-    let min_notional = Fixed::from_decimal(rules.min_notional);
+    let mut lowest_ask = None;
     for &(side, level, price, qty) in raw {
         if !qty.is_positive() {
             continue;
@@ -335,39 +384,31 @@ fn exact_finalize(
             continue;
         }
         let mut lots = qty.floor_units(step_dp)?;
-        if let Some(max) = max_lots
+        if let Some(max) = grid.max_lots
             && lots > max
         {
             lots = max;
         }
-        let price = Fixed::new(ticks, tick_dp)?;
-        let qty = Fixed::new(lots, step_dp)?;
-        let notional = price.mul(qty)?;
-        if let Some(max_notional) = rules.max_notional
-            && notional.cmp(Fixed::from_decimal(max_notional))? == Ordering::Greater
-        {
+        let notional = ticks.checked_mul(lots)?;
+        if grid.max_notional.is_some_and(|max| notional > max) {
             return None;
         }
-        if lots <= 0
-            || qty.cmp(min_qty)? == Ordering::Less
-            || notional.cmp(min_notional)? == Ordering::Less
-        {
+        if lots <= 0 || lots < grid.min_lots || notional < grid.min_notional {
             continue;
+        }
+        if side == Side::Sell {
+            lowest_ask = Some(lowest_ask.map_or(ticks, |l: i128| l.min(ticks)));
         }
         out.push(Quote {
             side,
-            price: price.to_decimal(),
-            qty: qty.to_decimal(),
+            price: Fixed::new(ticks, tick_dp)?.to_decimal(),
+            qty: Fixed::new(lots, step_dp)?.to_decimal(),
             level,
         });
     }
-    let lowest_ask = out
-        .iter()
-        .filter(|q| q.side == Side::Sell)
-        .map(|q| q.price)
-        .min();
     if let Some(lowest_ask) = lowest_ask {
-        out.retain(|q| q.side == Side::Sell || q.price < lowest_ask);
+        let below = Fixed::new(lowest_ask, tick_dp)?.to_decimal();
+        out.retain(|q| q.side == Side::Sell || q.price < below);
     }
     Some(())
 }
@@ -389,6 +430,8 @@ pub struct SpreadStrategy {
     ping_pong_balance: i64,
     /// Reused by [`SpreadStrategy::exact_quotes_into`]: (side, level, price, qty) per quote.
     exact_scratch: Vec<(Side, u32, Fixed, Fixed)>,
+    /// The last rules' grid, for the exact path.
+    grid: Option<Grid>,
 }
 
 struct LevelShape {
@@ -422,6 +465,7 @@ impl SpreadStrategy {
             paused_until_ms: [0; 2],
             ping_pong_balance: 0,
             exact_scratch: Vec::new(),
+            grid: None,
         })
     }
 
@@ -451,9 +495,13 @@ impl SpreadStrategy {
     /// tick's scale and quantities at the step's, where the Decimal code's scales follow its
     /// operands (`0.0099` against `0.00990`); the values are equal.
     fn exact_quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) -> Option<()> {
-        let rules = ctx.rules;
-        let tick_dp = decimal_places_of(rules.tick_size)?;
-        let step_dp = decimal_places_of(rules.step_size)?;
+        if self
+            .grid
+            .as_ref()
+            .is_none_or(|g| g.key != Grid::key(ctx.rules))
+        {
+            self.grid = Some(Grid::new(ctx.rules)?);
+        }
         out.clear();
         let p = &self.params;
         let market = ctx.market;
@@ -550,7 +598,8 @@ impl SpreadStrategy {
                 raw.push((side, shape.level, price, qty));
             }
         }
-        let result = exact_finalize(&raw, base_total, quote_total, ctx, tick_dp, step_dp, out);
+        let grid = self.grid.as_ref()?;
+        let result = exact_finalize(&raw, base_total, quote_total, ctx.market, grid, out);
         self.exact_scratch = raw;
         result
     }
@@ -1106,5 +1155,25 @@ mod tests {
         // is 0.999 × that = 59948.206, rounded down to the tick.
         assert_eq!(exact[0].price, dec!(59948.20));
         assert_eq!(exact[0].qty, dec!(0.0077));
+        // New rules (a coarser tick, a max notional that binds) are taken at once, not the
+        // grid kept from the call before.
+        for (tick, max_notional) in [(dec!(0.1), None), (dec!(0.1), Some(dec!(100)))] {
+            let rules = SymbolRules {
+                tick_size: tick,
+                max_notional,
+                ..rules.clone()
+            };
+            let ctx = Context {
+                rules: &rules,
+                ..ctx
+            };
+            let (decimal, exact) = decimal_and_exact(&mut s, &ctx);
+            assert_eq!(exact.is_some(), max_notional.is_none());
+            assert_eq!(exact.unwrap_or_else(|| decimal.clone()), decimal);
+            assert_eq!(decimal[0].price, dec!(59948.2));
+            let mut quoted = Vec::new();
+            s.quotes_into(&ctx, &mut quoted);
+            assert_eq!(quoted, decimal);
+        }
     }
 }
