@@ -4,6 +4,9 @@
 use crate::{Decimal, Fill, Side};
 
 const DAY_MS: u64 = 86_400_000;
+/// Prices, sizes and PnL up to 1e12: products up to 1e24, so each of the exact computation's
+/// roundings (at its 28th significant digit) stays below 1e-3, well inside the floor's unit.
+const FLOOR_MAX_MAGNITUDE: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0);
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PositionTracker {
@@ -20,6 +23,22 @@ pub struct PositionTracker {
     /// UTC day index (ms / 86.4e6) the day-start equity belongs to.
     day: Option<u64>,
     day_start_equity: Decimal,
+    /// [`Self::daily_pnl_floor`]'s pieces for the current fills and day; `None` once either
+    /// changes, rebuilt on the next call.
+    floor: Option<DailyPnlFloor>,
+}
+
+/// The day's PnL is `constant + (mark − avg_cost) × position` with `constant` = realized −
+/// fees − day start; these are its pieces rounded against us to few digits, so a lower bound
+/// at any mark costs three narrow operations instead of four on the full-precision average.
+#[derive(Debug, Clone, PartialEq)]
+struct DailyPnlFloor {
+    /// Rounded down to a whole unit, less one more unit: room for the rounding of the exact
+    /// computation (at most a few units of its 28th digit, far below one unit here).
+    constant: Decimal,
+    /// Rounded to 4 places up while long, down while short: (mark − avg) × position can
+    /// only shrink.
+    avg_cost: Decimal,
 }
 
 impl PositionTracker {
@@ -61,6 +80,7 @@ impl PositionTracker {
         self.volume_base += fill.qty;
         self.volume_quote += fill.qty * fill.price;
         self.fills += 1;
+        self.floor = None;
     }
 
     pub fn position(&self) -> Decimal {
@@ -109,11 +129,54 @@ impl PositionTracker {
         self.equity(mark) - self.day_start_equity
     }
 
+    /// A lower bound of [`Self::daily_pnl`] at the same moment and mark, far cheaper: for a
+    /// caller that only needs to know the day's loss is below a limit (the kill switch).
+    /// Rolls the day exactly as `daily_pnl` does. `None` where the pieces are too large for
+    /// the bound's one-unit margin to cover the exact computation's rounding.
+    pub fn daily_pnl_floor(&mut self, now_ms: u64, mark: Decimal) -> Option<Decimal> {
+        self.roll_day(now_ms, mark);
+        if self.floor.is_none() {
+            self.floor = self.build_floor();
+        }
+        let f = self.floor.as_ref()?;
+        if mark.abs() > FLOOR_MAX_MAGNITUDE {
+            return None;
+        }
+        Some(f.constant + (mark - f.avg_cost) * self.position)
+    }
+
+    fn build_floor(&self) -> Option<DailyPnlFloor> {
+        use rust_decimal::RoundingStrategy::{ToNegativeInfinity, ToPositiveInfinity};
+        let pieces = [
+            self.realized,
+            self.fees,
+            self.day_start_equity,
+            self.avg_cost,
+            self.position,
+        ];
+        if pieces.iter().any(|p| p.abs() > FLOOR_MAX_MAGNITUDE) {
+            return None;
+        }
+        let constant = (self.realized - self.fees - self.day_start_equity)
+            .round_dp_with_strategy(0, ToNegativeInfinity)
+            - Decimal::ONE;
+        let against_us = if self.position.is_sign_negative() {
+            ToNegativeInfinity
+        } else {
+            ToPositiveInfinity
+        };
+        Some(DailyPnlFloor {
+            constant,
+            avg_cost: self.avg_cost.round_dp_with_strategy(4, against_us),
+        })
+    }
+
     fn roll_day(&mut self, now_ms: u64, mark: Decimal) {
         let day = now_ms / DAY_MS;
         if self.day.is_none_or(|d| day > d) {
             self.day = Some(day);
             self.day_start_equity = self.equity(mark);
+            self.floor = None;
         }
     }
 }
@@ -166,6 +229,60 @@ mod tests {
         assert_eq!(t.volume_base(), dec!(7));
         // 100 + 206 + 157.5 + 198 + 48.5
         assert_eq!(t.volume_quote(), dec!(710));
+    }
+
+    proptest::proptest! {
+        /// The floor is a lower bound of the day's PnL at the same moment and mark, and
+        /// taking it rolls the day exactly as the PnL does.
+        #[test]
+        fn the_daily_pnl_floor_is_below_the_daily_pnl(
+            steps in proptest::collection::vec(
+                (
+                    proptest::bool::ANY,
+                    1i64..9_000_000_000,
+                    1i64..50_000,
+                    0u64..3,
+                    1i64..9_000_000_000,
+                    0u32..6,
+                ),
+                1..16,
+            ),
+        ) {
+            let (mut fast, mut exact) = (PositionTracker::new(), PositionTracker::new());
+            let mut now_ms = 0u64;
+            for (buy, price, qty, half_days, mark, mark_scale) in steps {
+                now_ms += half_days * DAY_MS / 2;
+                let price = Decimal::new(price, 2);
+                let qty = Decimal::new(qty, 4);
+                let fill = Fill {
+                    side: if buy { Side::Buy } else { Side::Sell },
+                    price,
+                    qty,
+                    fee_quote: price * qty * Decimal::new(1, 3),
+                    ts_ms: now_ms,
+                };
+                fast.on_fill(&fill);
+                exact.on_fill(&fill);
+                now_ms += half_days * DAY_MS / 3;
+                let mark = Decimal::new(mark, mark_scale);
+                let floor = fast.daily_pnl_floor(now_ms, mark);
+                let daily = exact.daily_pnl(now_ms, mark);
+                if let Some(floor) = floor {
+                    proptest::prop_assert!(floor <= daily, "{floor} > {daily}");
+                }
+                proptest::prop_assert_eq!(fast.daily_pnl(now_ms, mark), daily);
+            }
+        }
+    }
+
+    #[test]
+    fn daily_pnl_floor_is_close_below() {
+        let mut t = PositionTracker::new();
+        t.on_fill(&fill(Side::Buy, dec!(100), dec!(3), dec!(0.1), 0));
+        t.on_fill(&fill(Side::Buy, dec!(101), dec!(3), dec!(0.1), 1));
+        let (floor, daily) = (t.daily_pnl_floor(2, dec!(99)), t.daily_pnl(2, dec!(99)));
+        assert_eq!(daily, dec!(-9.2));
+        assert!(floor.is_some_and(|f| f <= daily && f >= daily - dec!(2.1)));
     }
 
     #[test]
