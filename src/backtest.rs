@@ -325,6 +325,8 @@ struct Venue {
     tick: Decimal,
     /// 1/tick when it is exact (power-of-ten ticks), so converting a price needs no division.
     inv_tick: Option<Decimal>,
+    /// The tick's decimal places when it is a power of ten (with `inv_tick`).
+    tick_places: Option<u32>,
     /// Market-owned orders in the book per side (Buy, Sell), oldest first:
     /// (id, price ticks, qty). Only at levels where we rest, and during a taker's pass.
     displayed: [Vec<(OrderId, i64, Decimal)>; 2],
@@ -359,6 +361,7 @@ impl Venue {
             book: Book::new(),
             tick,
             inv_tick,
+            tick_places: (normalized.mantissa() == 1).then(|| normalized.scale()),
             displayed: [Vec::new(), Vec::new()],
             shown: [None, None],
             shown_qty: [Decimal::ZERO; 2],
@@ -373,6 +376,21 @@ impl Venue {
     }
 
     fn ticks(&self, price: Decimal) -> i64 {
+        // On a power-of-ten tick a price with no more places than the tick is its mantissa
+        // scaled up: exactly what the multiply and rounding below give, without them.
+        if let Some(dp) = self.tick_places
+            && let Some(up) = dp.checked_sub(price.scale())
+            && let Some(t) = i64::try_from(price.mantissa())
+                .ok()
+                .zip(10i64.checked_pow(up))
+                .and_then(|(m, p)| m.checked_mul(p))
+        {
+            return t;
+        }
+        self.ticks_by_multiply(price)
+    }
+
+    fn ticks_by_multiply(&self, price: Decimal) -> i64 {
         let t = match self.inv_tick {
             Some(inv) => price * inv,
             None => price / self.tick,
@@ -433,8 +451,19 @@ impl Venue {
                 // The taker meets the displayed levels up to its limit: put them in the book
                 // (where we rest they already are, ahead of us), match, then drop them again.
                 let maker = side.opposite();
+                let mut qty = *qty;
                 if let Some((touch, depth)) = self.shown[maker as usize] {
                     let outward = Self::outward(maker);
+                    let shown = self.shown_qty[maker as usize];
+                    // Displayed levels before anything in the book (our orders, and the size
+                    // queued with them) are used up in full, or they stop the taker, without
+                    // ever being met by us: they are taken from its quantity, in the same
+                    // subtractions the matching would do, instead of going through the book.
+                    let first_in_book = match maker {
+                        Side::Buy => self.book.best_bid(),
+                        Side::Sell => self.book.best_ask(),
+                    }
+                    .map(|(p, _)| p);
                     for k in 0..depth {
                         let p = touch + outward * k;
                         let reachable = match side {
@@ -444,12 +473,21 @@ impl Venue {
                         if !reachable {
                             break;
                         }
-                        if !self.displayed[maker as usize].iter().any(|d| d.1 == p) {
-                            self.add_displayed(maker, p, self.shown_qty[maker as usize]);
+                        if first_in_book.is_none_or(|b| (p - b) * outward < 0) {
+                            if shown > Decimal::ZERO && !self.book.would_cross(book_side(maker), p)
+                            {
+                                if shown >= qty {
+                                    self.drop_unneeded(maker);
+                                    return;
+                                }
+                                qty -= shown;
+                            }
+                        } else if !self.displayed[maker as usize].iter().any(|d| d.1 == p) {
+                            self.add_displayed(maker, p, shown);
                         }
                     }
                 }
-                self.take(book_side(*side), *price_ticks, *qty, event.ts_ms, out);
+                self.take(book_side(*side), *price_ticks, qty, event.ts_ms, out);
                 self.drop_unneeded(maker);
             }
             EventKind::Top {
@@ -1709,6 +1747,24 @@ mod tests {
             r.killed,
             r.base_share_pct.map(|(lo, hi)| (n(&lo), n(&hi))),
         )
+    }
+
+    proptest::proptest! {
+        /// A price's ticks from its mantissa are what multiplying by 1/tick and rounding give.
+        #[test]
+        fn ticks_from_the_mantissa_are_the_multiplys(
+            mantissa in proptest::prelude::any::<i64>(),
+            scale in 0u32..12,
+            tick_places in 0u32..9,
+        ) {
+            let symbol = SymbolConfig {
+                tick_size: Decimal::new(1, tick_places),
+                ..SymbolConfig::btcusdt()
+            };
+            let venue = Venue::new(&symbol);
+            let price = Decimal::new(mantissa, scale);
+            proptest::prop_assert_eq!(venue.ticks(price), venue.ticks_by_multiply(price));
+        }
     }
 
     #[test]

@@ -87,11 +87,11 @@ impl Book {
 
     /// Best bid as (price ticks, total quantity at that level).
     pub fn best_bid(&self) -> Option<(i64, Decimal)> {
-        self.bids.iter().next_back().map(|(p, l)| (*p, l.total))
+        self.bids.last_key_value().map(|(p, l)| (*p, l.total))
     }
 
     pub fn best_ask(&self) -> Option<(i64, Decimal)> {
-        self.asks.iter().next().map(|(p, l)| (*p, l.total))
+        self.asks.first_key_value().map(|(p, l)| (*p, l.total))
     }
 
     /// The best `limit` price levels of one side (price ticks, total quantity), best first.
