@@ -226,7 +226,7 @@ pub fn run_market(
     let mut to_venue: VecDeque<(u64, VenueAction)> = VecDeque::new();
     let mut fills = Vec::new();
     let mut next_feed_ms = 0u64;
-    for event in events {
+    for (i, event) in events.iter().enumerate() {
         // Everything scheduled before this event happens first, in time order; on a tie the
         // venue goes first (an order arriving at t is in the book for the event at t).
         loop {
@@ -244,7 +244,7 @@ pub fn run_market(
                 (_, Some(d)) if d <= event.ts_ms => {
                     while to_trader.front().is_some_and(|x| x.0 <= d) {
                         if let Some((_, delivery)) = to_trader.pop_front() {
-                            trader.deliver(delivery);
+                            trader.deliver(delivery, events);
                         }
                     }
                     trader.decide(d, d + cfg.order_latency_ms, &mut to_venue);
@@ -258,35 +258,18 @@ pub fn run_market(
         for f in fills.drain(..) {
             to_trader.push_back((at, Delivery::Fill(f)));
         }
-        if let EventKind::Top {
-            bid,
-            bid_qty,
-            ask,
-            ask_qty,
-            last,
-            ..
-        } = &event.kind
+        if let EventKind::Top { .. } = &event.kind
             && event.ts_ms >= next_feed_ms
         {
             next_feed_ms = event.ts_ms.saturating_add(cfg.feed_interval_ms);
-            to_trader.push_back((
-                at,
-                Delivery::Market(MarketSnapshot {
-                    best_bid: *bid,
-                    best_bid_qty: *bid_qty,
-                    best_ask: *ask,
-                    best_ask_qty: *ask_qty,
-                    last: *last,
-                    ts_ms: event.ts_ms,
-                }),
-            ));
+            to_trader.push_back((at, Delivery::Market(i)));
         }
     }
     // Fills and rejections already on their way still reach the books; nothing new is decided
     // after the data ends.
     for (_, delivery) in to_trader.drain(..) {
         if !matches!(delivery, Delivery::Market(_)) {
-            trader.deliver(delivery);
+            trader.deliver(delivery, events);
         }
     }
     trader.report(
@@ -305,7 +288,9 @@ enum VenueAction {
 
 /// What reaches the strategy side, after the feed latency.
 enum Delivery {
-    Market(MarketSnapshot),
+    /// The book update at this index of the events: a snapshot is five decimals, which the
+    /// queue would otherwise copy in and out for every event.
+    Market(usize),
     Fill(OurFill),
     Rejected(u64),
 }
@@ -739,6 +724,9 @@ struct Trader {
     desired: Vec<Quote>,
     decision: RiskDecision,
     actions: Vec<Action>,
+    /// (base, quote) the live orders lock, while `live` is unchanged: most decisions change
+    /// nothing, and the sum takes a multiply per bid.
+    locked: Option<(Decimal, Decimal)>,
     /// `limits` without `max_daily_loss`, for decisions where the day's loss provably cannot
     /// reach it.
     limits_without_daily_loss: RiskLimits,
@@ -775,6 +763,7 @@ impl Trader {
             desired: Vec::new(),
             decision: RiskDecision::default(),
             actions: Vec::new(),
+            locked: None,
             limits_without_daily_loss: RiskLimits {
                 max_daily_loss: None,
                 ..market.risk.clone()
@@ -782,13 +771,34 @@ impl Trader {
         }
     }
 
-    fn deliver(&mut self, delivery: Delivery) {
+    fn deliver(&mut self, delivery: Delivery, events: &[Event]) {
         match delivery {
-            Delivery::Market(snapshot) => {
-                self.strategy.on_market(&snapshot);
-                self.market = Some(snapshot);
+            Delivery::Market(i) => {
+                let event = &events[i];
+                if let EventKind::Top {
+                    bid,
+                    bid_qty,
+                    ask,
+                    ask_qty,
+                    last,
+                    ..
+                } = &event.kind
+                {
+                    let snapshot = self.market.insert(MarketSnapshot {
+                        best_bid: *bid,
+                        best_bid_qty: *bid_qty,
+                        best_ask: *ask,
+                        best_ask_qty: *ask_qty,
+                        last: *last,
+                        ts_ms: event.ts_ms,
+                    });
+                    self.strategy.on_market(snapshot);
+                }
             }
-            Delivery::Rejected(id) => self.live.retain(|o| o.id != id),
+            Delivery::Rejected(id) => {
+                self.live.retain(|o| o.id != id);
+                self.locked = None;
+            }
             Delivery::Fill(f) => {
                 let notional = f.price * f.qty;
                 let fee = notional * self.maker_fee;
@@ -817,6 +827,7 @@ impl Trader {
                 self.strategy.on_fill(&fill);
                 self.filled = true;
                 self.max_inventory = self.max_inventory.max(self.tracker.position().abs());
+                self.locked = None;
                 if let Some(i) = self.live.iter().position(|o| o.id == f.id) {
                     self.live[i].qty -= f.qty;
                     if self.live[i].qty <= Decimal::ZERO {
@@ -845,13 +856,7 @@ impl Trader {
                 self.base_share_pct = Some((lo.min(pct), hi.max(pct)));
             }
         }
-        let (mut base_locked, mut quote_locked) = (Decimal::ZERO, Decimal::ZERO);
-        for o in &self.live {
-            match o.side {
-                Side::Sell => base_locked += o.qty,
-                Side::Buy => quote_locked += o.qty * o.price,
-            }
-        }
+        let (base_locked, quote_locked) = *self.locked.get_or_insert_with(|| locked(&self.live));
         let balances = Balances {
             base_free: self.base - base_locked,
             base_locked,
@@ -915,11 +920,13 @@ impl Trader {
             match action {
                 Action::Cancel { id, .. } => {
                     self.live.retain(|o| o.id != id);
+                    self.locked = None;
                     to_venue.push_back((at_ms, VenueAction::Cancel { id }));
                 }
                 Action::Place(q) => {
                     let id = self.next_id;
                     self.next_id += 1;
+                    self.locked = None;
                     self.live.push(LiveOrder {
                         id,
                         side: q.side,
@@ -933,6 +940,18 @@ impl Trader {
             }
         }
     }
+}
+
+/// Base locked by the sells and quote by the bids of `live`.
+fn locked(live: &[LiveOrder]) -> (Decimal, Decimal) {
+    let (mut base_locked, mut quote_locked) = (Decimal::ZERO, Decimal::ZERO);
+    for o in live {
+        match o.side {
+            Side::Sell => base_locked += o.qty,
+            Side::Buy => quote_locked += o.qty * o.price,
+        }
+    }
+    (base_locked, quote_locked)
 }
 
 impl Trader {
