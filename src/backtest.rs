@@ -877,11 +877,10 @@ impl Trader {
         // on the tracker's full-precision average cost it takes Decimal's slow wide paths (7%
         // of a backtest). Where a cheap lower bound shows the test cannot pass, the check runs
         // without that limit, which decides the same.
-        let cannot_trip = self.limits.max_daily_loss.is_some_and(|limit| {
-            self.tracker
-                .daily_pnl_floor(now_ms, mark)
-                .is_some_and(|floor| floor > -limit)
-        });
+        let cannot_trip = self
+            .limits
+            .max_daily_loss
+            .is_some_and(|limit| self.tracker.daily_loss_stays_under(now_ms, mark, limit));
         let (limits, daily_pnl) = if cannot_trip {
             // Unread: the limit that reads it is off for this check.
             (&self.limits_without_daily_loss, Decimal::ZERO)

@@ -1,12 +1,15 @@
 //! Position and PnL from our own fills (average-cost method), plus the per-UTC-day equity
 //! change the kill switch watches.
 
+use crate::quantize::round_dp;
 use crate::{Decimal, Fill, Side};
 
 const DAY_MS: u64 = 86_400_000;
 /// Prices, sizes and PnL up to 1e12: products up to 1e24, so each of the exact computation's
 /// roundings (at its 28th significant digit) stays below 1e-3, well inside the floor's unit.
-const FLOOR_MAX_MAGNITUDE: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0);
+const FLOOR_MAX_DIGITS: u32 = 12;
+/// The mark's distance from the average cost, in units of 10^-4, within the same 1e12.
+const FLOOR_MAX_MARK_DISTANCE: u128 = 10_000_000_000_000_000;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PositionTracker {
@@ -23,22 +26,29 @@ pub struct PositionTracker {
     /// UTC day index (ms / 86.4e6) the day-start equity belongs to.
     day: Option<u64>,
     day_start_equity: Decimal,
-    /// [`Self::daily_pnl_floor`]'s pieces for the current fills and day; `None` once either
-    /// changes, rebuilt on the next call.
+    /// [`Self::daily_loss_stays_under`]'s floor for the current fills and day; `None` once
+    /// either changes, rebuilt on the next call.
     floor: Option<DailyPnlFloor>,
 }
 
-/// The day's PnL is `constant + (mark − avg_cost) × position` with `constant` = realized −
-/// fees − day start; these are its pieces rounded against us to few digits, so a lower bound
-/// at any mark costs three narrow operations instead of four on the full-precision average.
+/// [`PositionTracker::daily_loss_stays_under`]'s floor of the day's PnL for one limit:
+/// above the limit where `(mark − avg_cost) × position > threshold`.
 #[derive(Debug, Clone, PartialEq)]
 struct DailyPnlFloor {
-    /// Rounded down to a whole unit, less one more unit: room for the rounding of the exact
-    /// computation (at most a few units of its 28th digit, far below one unit here).
-    constant: Decimal,
-    /// Rounded to 4 places up while long, down while short: (mark − avg) × position can
-    /// only shrink.
-    avg_cost: Decimal,
+    limit: [u8; 16],
+    /// Rounded against us, in units of 10^-4.
+    avg_cost: i128,
+    /// In units such that the product with `avg_cost`'s is in those of `threshold`.
+    position: i128,
+    /// −(constant + limit).
+    threshold: i128,
+}
+
+/// |x| <= 10^FLOOR_MAX_DIGITS, on the mantissa: a decimal comparison at another scale is slow.
+fn within_floor_magnitude(x: Decimal) -> bool {
+    10u128
+        .checked_pow(FLOOR_MAX_DIGITS + x.scale())
+        .is_none_or(|bound| x.mantissa().unsigned_abs() <= bound)
 }
 
 impl PositionTracker {
@@ -129,23 +139,36 @@ impl PositionTracker {
         self.equity(mark) - self.day_start_equity
     }
 
-    /// A lower bound of [`Self::daily_pnl`] at the same moment and mark, far cheaper: for a
-    /// caller that only needs to know the day's loss is below a limit (the kill switch).
-    /// Rolls the day exactly as `daily_pnl` does. `None` where the pieces are too large for
-    /// the bound's one-unit margin to cover the exact computation's rounding.
-    pub fn daily_pnl_floor(&mut self, now_ms: u64, mark: Decimal) -> Option<Decimal> {
+    /// True only when [`Self::daily_pnl`] at the same moment and mark is certainly above
+    /// `-limit`: for a caller that needs the PnL only to see that the day's loss has not
+    /// reached a limit (the kill switch), at a few integer operations a call. Rolls the day
+    /// exactly as `daily_pnl` does. False when it cannot tell cheaply.
+    pub fn daily_loss_stays_under(&mut self, now_ms: u64, mark: Decimal, limit: Decimal) -> bool {
         self.roll_day(now_ms, mark);
-        if self.floor.is_none() {
-            self.floor = self.build_floor();
+        if self
+            .floor
+            .as_ref()
+            .is_none_or(|f| f.limit != limit.serialize())
+        {
+            self.floor = self.build_floor(limit);
         }
-        let f = self.floor.as_ref()?;
-        if mark.abs() > FLOOR_MAX_MAGNITUDE {
-            return None;
-        }
-        Some(f.constant + (mark - f.avg_cost) * self.position)
+        let Some(f) = &self.floor else {
+            return false;
+        };
+        let Some(up) = 4u32.checked_sub(mark.scale()) else {
+            return false;
+        };
+        // |mantissa| < 2^96: times 10^4 fits.
+        let d = mark.mantissa() * 10i128.pow(up) - f.avg_cost;
+        d.unsigned_abs() < FLOOR_MAX_MARK_DISTANCE
+            && d.checked_mul(f.position).is_some_and(|x| x > f.threshold)
     }
 
-    fn build_floor(&self) -> Option<DailyPnlFloor> {
+    /// The floor `constant + (mark − avg) × position` with the day's pieces rounded against
+    /// us, as integers: `constant` = realized − fees − day start rounded down to a whole unit,
+    /// less one more unit (room for the exact computation's rounding, at its 28th digit),
+    /// and the average cost rounded to 4 places up while long, down while short.
+    fn build_floor(&self, limit: Decimal) -> Option<DailyPnlFloor> {
         use rust_decimal::RoundingStrategy::{ToNegativeInfinity, ToPositiveInfinity};
         let pieces = [
             self.realized,
@@ -154,20 +177,37 @@ impl PositionTracker {
             self.avg_cost,
             self.position,
         ];
-        if pieces.iter().any(|p| p.abs() > FLOOR_MAX_MAGNITUDE) {
+        if !pieces.iter().all(|p| within_floor_magnitude(*p)) {
             return None;
         }
-        let constant = (self.realized - self.fees - self.day_start_equity)
-            .round_dp_with_strategy(0, ToNegativeInfinity)
-            - Decimal::ONE;
+        // The library's rounding of a full-precision decimal is the slow part of a fill.
+        let constant = round_dp(
+            self.realized - self.fees - self.day_start_equity,
+            0,
+            ToNegativeInfinity,
+        ) - Decimal::ONE;
         let against_us = if self.position.is_sign_negative() {
             ToNegativeInfinity
         } else {
             ToPositiveInfinity
         };
+        let avg = round_dp(self.avg_cost, 4, against_us);
+        let pow = |n: u32| 10i128.checked_pow(n);
+        // Everything in units of 10^-scale: (mark − avg) is in 10^-4, the position in its own.
+        let (position_scale, limit_scale) = (self.position.scale(), limit.scale());
+        let scale = (4 + position_scale).max(limit_scale);
+        let threshold = constant
+            .mantissa()
+            .checked_mul(pow(scale.checked_sub(constant.scale())?)?)?
+            .checked_add(limit.mantissa().checked_mul(pow(scale - limit_scale)?)?)?;
         Some(DailyPnlFloor {
-            constant,
-            avg_cost: self.avg_cost.round_dp_with_strategy(4, against_us),
+            limit: limit.serialize(),
+            avg_cost: avg.mantissa() * pow(4 - avg.scale())?,
+            position: self
+                .position
+                .mantissa()
+                .checked_mul(pow(scale - 4 - position_scale)?)?,
+            threshold: -threshold,
         })
     }
 
@@ -232,10 +272,10 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The floor is a lower bound of the day's PnL at the same moment and mark, and
+        /// The floor never says the day's loss stays under a limit it has reached, and
         /// taking it rolls the day exactly as the PnL does.
         #[test]
-        fn the_daily_pnl_floor_is_below_the_daily_pnl(
+        fn the_daily_pnl_floor_never_hides_a_kill(
             steps in proptest::collection::vec(
                 (
                     proptest::bool::ANY,
@@ -247,7 +287,10 @@ mod tests {
                 ),
                 1..16,
             ),
+            limit in 1i64..5_000_000,
+            limit_scale in 0u32..4,
         ) {
+            let limit = Decimal::new(limit, limit_scale);
             let (mut fast, mut exact) = (PositionTracker::new(), PositionTracker::new());
             let mut now_ms = 0u64;
             for (buy, price, qty, half_days, mark, mark_scale) in steps {
@@ -265,10 +308,10 @@ mod tests {
                 exact.on_fill(&fill);
                 now_ms += half_days * DAY_MS / 3;
                 let mark = Decimal::new(mark, mark_scale);
-                let floor = fast.daily_pnl_floor(now_ms, mark);
+                let stays_under = fast.daily_loss_stays_under(now_ms, mark, limit);
                 let daily = exact.daily_pnl(now_ms, mark);
-                if let Some(floor) = floor {
-                    proptest::prop_assert!(floor <= daily, "{floor} > {daily}");
+                if stays_under {
+                    proptest::prop_assert!(daily > -limit, "{daily} <= -{limit}");
                 }
                 proptest::prop_assert_eq!(fast.daily_pnl(now_ms, mark), daily);
             }
@@ -276,13 +319,18 @@ mod tests {
     }
 
     #[test]
-    fn daily_pnl_floor_is_close_below() {
+    fn the_daily_pnl_floor_is_within_two_units() {
         let mut t = PositionTracker::new();
         t.on_fill(&fill(Side::Buy, dec!(100), dec!(3), dec!(0.1), 0));
         t.on_fill(&fill(Side::Buy, dec!(101), dec!(3), dec!(0.1), 1));
-        let (floor, daily) = (t.daily_pnl_floor(2, dec!(99)), t.daily_pnl(2, dec!(99)));
-        assert_eq!(daily, dec!(-9.2));
-        assert!(floor.is_some_and(|f| f <= daily && f >= daily - dec!(2.1)));
+        assert_eq!(t.daily_pnl(2, dec!(99)), dec!(-9.2));
+        assert!(t.daily_loss_stays_under(2, dec!(99), dec!(11.3)));
+        assert!(!t.daily_loss_stays_under(2, dec!(99), dec!(9.2)));
+        // Short: the average rounds down, and the loss grows with the mark.
+        t.on_fill(&fill(Side::Sell, dec!(100), dec!(10), dec!(0.1), 3));
+        assert_eq!(t.daily_pnl(4, dec!(101.5)), dec!(-9.3));
+        assert!(t.daily_loss_stays_under(4, dec!(101.5), dec!(11.4)));
+        assert!(!t.daily_loss_stays_under(4, dec!(101.5), dec!(9.3)));
     }
 
     #[test]
