@@ -5,7 +5,9 @@
 //! re-placed. Cancels come first in the output so the balance they free is available to the
 //! places that follow.
 
+use crate::exact::{self, Fixed, Wide};
 use crate::{Decimal, LiveOrder, MarketSnapshot, Quote, RefreshPolicy, Side, bps};
+use std::cmp::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CancelReason {
@@ -45,9 +47,8 @@ pub enum Action {
     Cancel { id: u64, reason: CancelReason },
 }
 
-/// Whether the order sits closer to the mid than `min_spread_bps` on its passive side (or has
-/// drifted past the mid). Compared as distance < bps·mid: no division on the hot path.
 /// Whether an order at `price` sits closer to the mid than `min_distance` (= min spread × mid).
+/// Compared as distance < bps·mid: no division on the hot path.
 fn inside_min_spread(side: Side, price: Decimal, mid: Decimal, min_distance: Decimal) -> bool {
     let distance = match side {
         Side::Buy => mid - price,
@@ -62,6 +63,69 @@ fn within_tolerance(live: Decimal, desired: Decimal, tolerance: Decimal) -> bool
         return live == desired;
     }
     (live - desired).abs() <= tolerance * desired.abs()
+}
+
+/// The min-spread test of one decision, with the mid and min distance read once. For grid
+/// prices Decimal's min distance and order distance are exact, so its comparison is the exact
+/// one, which integers give without Decimal's out-of-line calls; anything else takes the
+/// Decimal test.
+enum MinSpread {
+    Exact { mid: Fixed, min_distance: Wide },
+    Decimal { mid: Decimal, min_distance: Decimal },
+}
+
+impl MinSpread {
+    fn new(mid: Decimal, min_spread_bps: Decimal) -> MinSpread {
+        let exact = Fixed::of(mid).and_then(|mid_f| {
+            let min_distance = Wide::mul(Fixed::of(min_spread_bps)?.bps()?, mid_f)?;
+            Some(MinSpread::Exact {
+                mid: mid_f,
+                min_distance,
+            })
+        });
+        exact.unwrap_or_else(|| MinSpread::Decimal {
+            mid,
+            min_distance: bps(min_spread_bps) * mid,
+        })
+    }
+
+    fn inside(&self, side: Side, price: Decimal, mid: Decimal, min_spread_bps: Decimal) -> bool {
+        match *self {
+            MinSpread::Exact {
+                mid: mid_f,
+                min_distance,
+            } => {
+                let distance = Fixed::of(price).and_then(|p| match side {
+                    Side::Buy => Wide::sub(mid_f, p),
+                    Side::Sell => Wide::sub(p, mid_f),
+                });
+                match distance.and_then(|d| d.cmp(min_distance)) {
+                    Some(o) => o == Ordering::Less,
+                    None => inside_min_spread(side, price, mid, bps(min_spread_bps) * mid),
+                }
+            }
+            MinSpread::Decimal { mid, min_distance } => {
+                inside_min_spread(side, price, mid, min_distance)
+            }
+        }
+    }
+}
+
+/// [`within_tolerance`] on integers when the prices sit on a grid: |live − desired| against
+/// tolerance × |desired|, both exact, so the same answer Decimal gives. `tolerance` is the
+/// policy's, bps applied; `None` when Decimal would not hold it exactly.
+fn within_tolerance_exact(
+    live: Decimal,
+    desired: Decimal,
+    tolerance: Option<Fixed>,
+) -> Option<bool> {
+    let (l, d) = (Fixed::of(live)?, Fixed::of(desired)?);
+    if d.m == 0 {
+        return Some(l.m == 0);
+    }
+    let distance = Wide::sub(l, d)?.abs();
+    let allowed = Wide::mul(tolerance?, Fixed { m: d.m.abs(), ..d })?;
+    Some(distance.cmp(allowed)? != Ordering::Greater)
 }
 
 pub fn diff(
@@ -111,6 +175,75 @@ impl Matched {
 /// [`diff`] into the caller's buffer (cleared first), with the market's mid already computed
 /// (`market.mid()`), for a hot loop that reuses both.
 pub fn diff_into(
+    desired: &[Quote],
+    live: &[LiveOrder],
+    policy: &RefreshPolicy,
+    mid: Option<Decimal>,
+    now_ms: u64,
+    out: &mut Vec<Action>,
+) {
+    out.clear();
+    let tolerance = Fixed::of(policy.tolerance_bps).and_then(Fixed::bps);
+    let min_spread = mid.map(|mid| (mid, MinSpread::new(mid, policy.min_spread_bps)));
+    let mut matched = Matched::new(desired.len());
+    for order in live {
+        let aged = policy
+            .max_order_age_ms
+            .is_some_and(|max| now_ms.saturating_sub(order.placed_ms) >= max);
+        if aged {
+            out.push(Action::Cancel {
+                id: order.id,
+                reason: CancelReason::Aged,
+            });
+            continue;
+        }
+        if let Some((mid, min_spread)) = &min_spread
+            && min_spread.inside(order.side, order.price, *mid, policy.min_spread_bps)
+        {
+            out.push(Action::Cancel {
+                id: order.id,
+                reason: CancelReason::InsideMinSpread,
+            });
+            continue;
+        }
+        let slot = desired
+            .iter()
+            .enumerate()
+            .position(|(i, q)| !matched.get(i) && q.side == order.side && q.level == order.level);
+        let reason = match slot {
+            None => CancelReason::NotDesired,
+            Some(i) => {
+                // The slot is consumed either way: kept, or replaced by this desired quote.
+                let q = &desired[i];
+                let within = within_tolerance_exact(order.price, q.price, tolerance)
+                    .unwrap_or_else(|| {
+                        within_tolerance(order.price, q.price, bps(policy.tolerance_bps))
+                    });
+                if !within {
+                    CancelReason::Repriced
+                } else if exact::cmp(order.qty, q.qty) == Ordering::Greater {
+                    CancelReason::Resized
+                } else {
+                    matched.set(i);
+                    continue;
+                }
+            }
+        };
+        out.push(Action::Cancel {
+            id: order.id,
+            reason,
+        });
+    }
+    for (i, q) in desired.iter().enumerate() {
+        if !matched.get(i) {
+            out.push(Action::Place(q.clone()));
+        }
+    }
+}
+
+/// The Decimal-only diff the integer paths must reproduce exactly.
+#[cfg(test)]
+fn diff_into_decimal(
     desired: &[Quote],
     live: &[LiveOrder],
     policy: &RefreshPolicy,
@@ -334,5 +467,204 @@ mod tests {
         let mut partial = live(1, Side::Buy, dec!(99.90), 0, 0);
         partial.qty = dec!(0.4);
         assert!(diff(&desired, &[partial], &policy(), &market(), 0).is_empty());
+    }
+
+    mod exact_paths {
+        use super::super::*;
+        use crate::exact::arb::{decimal, negative_zero, price, qty};
+        use proptest::prelude::*;
+        use rust_decimal_macros::dec;
+
+        type DiffInto =
+            fn(&[Quote], &[LiveOrder], &RefreshPolicy, Option<Decimal>, u64, &mut Vec<Action>);
+
+        fn side() -> impl Strategy<Value = Side> {
+            prop_oneof![Just(Side::Buy), Just(Side::Sell)]
+        }
+
+        fn bps_value() -> impl Strategy<Value = Decimal> {
+            prop_oneof![
+                4 => (0i64..=2_000, 0u32..=2).prop_map(|(m, s)| Decimal::new(m, s)),
+                1 => Just(Decimal::ZERO),
+                1 => decimal(),
+            ]
+        }
+
+        fn policy() -> impl Strategy<Value = RefreshPolicy> {
+            (bps_value(), bps_value(), proptest::option::of(0u64..100)).prop_map(
+                |(tolerance_bps, min_spread_bps, max_order_age_ms)| RefreshPolicy {
+                    tolerance_bps,
+                    max_order_age_ms,
+                    min_spread_bps,
+                },
+            )
+        }
+
+        /// A live order near a desired quote, on its slot or another, by a few grid units in
+        /// either direction (which lands ties and near-ties on the tolerance).
+        fn live_near(desired: Vec<Quote>) -> impl Strategy<Value = (Vec<Quote>, Vec<LiveOrder>)> {
+            let n = desired.len().max(1);
+            let order = (
+                0..n,
+                -30i64..=30,
+                0u32..=3,
+                prop_oneof![Just(None), qty().prop_map(Some)],
+                side(),
+                0u32..3,
+                any::<bool>(),
+                price(),
+                0u64..200,
+            );
+            proptest::collection::vec(order, 0..6).prop_map(move |orders| {
+                let live = orders
+                    .into_iter()
+                    .enumerate()
+                    .map(
+                        |(id, (i, units, dp, qty, side, level, free, p, placed_ms))| match desired
+                            .get(i)
+                            .filter(|_| !free)
+                        {
+                            Some(q) => LiveOrder {
+                                id: id as u64,
+                                side: q.side,
+                                price: q
+                                    .price
+                                    .checked_add(Decimal::new(units, dp))
+                                    .unwrap_or(q.price),
+                                qty: qty.unwrap_or(q.qty),
+                                placed_ms,
+                                level: q.level,
+                            },
+                            None => LiveOrder {
+                                id: id as u64,
+                                side,
+                                price: p,
+                                qty: qty.unwrap_or(Decimal::ONE),
+                                placed_ms,
+                                level,
+                            },
+                        },
+                    )
+                    .collect();
+                (desired.clone(), live)
+            })
+        }
+
+        fn book() -> impl Strategy<Value = (Vec<Quote>, Vec<LiveOrder>)> {
+            let quote =
+                (side(), price(), qty(), 0u32..3).prop_map(|(side, price, qty, level)| Quote {
+                    side,
+                    price,
+                    qty,
+                    level,
+                });
+            proptest::collection::vec(quote, 0..6).prop_flat_map(live_near)
+        }
+
+        fn mid() -> impl Strategy<Value = Option<Decimal>> {
+            prop_oneof![
+                6 => (5_999_000i64..6_001_000, 2u32..=3).prop_map(|(m, s)| {
+                    Some(Decimal::new(if s == 3 { m * 10 + 5 } else { m }, s))
+                }),
+                1 => Just(None),
+                1 => decimal().prop_map(Some),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn diff_is_the_decimal_diff(
+                (desired, live) in book(),
+                policy in policy(),
+                mid in mid(),
+                now_ms in 0u64..300,
+            ) {
+                // Past Decimal's range both must panic (overflow) alike.
+                let run = |f: DiffInto| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let mut out = Vec::new();
+                        f(&desired, &live, &policy, mid, now_ms, &mut out);
+                        out
+                    }))
+                    .ok()
+                };
+                prop_assert_eq!(run(diff_into), run(diff_into_decimal));
+            }
+
+            #[test]
+            fn tolerance_ties_and_near_ties_match_decimal(
+                desired in price(),
+                tolerance_bps in bps_value(),
+                nudge in -2i64..=2,
+                dp in 0u32..=8,
+                sign in any::<bool>(),
+            ) {
+                let tolerance = bps(tolerance_bps);
+                let edge = tolerance.checked_mul(desired.abs()).unwrap_or(Decimal::ZERO);
+                let edge = if sign { -edge } else { edge };
+                let Some(live) = desired
+                    .checked_add(edge)
+                    .and_then(|l| l.checked_add(Decimal::new(nudge, dp)))
+                else {
+                    return Ok(());
+                };
+                let fast = Fixed::of(tolerance_bps).and_then(Fixed::bps);
+                if let Some(ours) = within_tolerance_exact(live, desired, fast) {
+                    prop_assert_eq!(ours, within_tolerance(live, desired, tolerance));
+                }
+            }
+
+            #[test]
+            fn min_spread_ties_match_decimal(
+                mid in mid(),
+                min_spread_bps in bps_value(),
+                side in side(),
+                nudge in -2i64..=2,
+                dp in 0u32..=8,
+            ) {
+                let Some(mid) = mid else { return Ok(()) };
+                let Some(min_distance) = bps(min_spread_bps).checked_mul(mid) else {
+                    return Ok(());
+                };
+                let edge = match side {
+                    Side::Buy => mid.checked_sub(min_distance),
+                    Side::Sell => mid.checked_add(min_distance),
+                };
+                let Some(price) = edge.and_then(|e| e.checked_add(Decimal::new(nudge, dp))) else {
+                    return Ok(());
+                };
+                let ours = MinSpread::new(mid, min_spread_bps).inside(side, price, mid, min_spread_bps);
+                prop_assert_eq!(ours, inside_min_spread(side, price, mid, min_distance));
+            }
+        }
+
+        #[test]
+        fn zeros_of_either_sign_are_equal() {
+            let z = negative_zero(3);
+            let tol = Fixed::of(dec!(2)).and_then(Fixed::bps);
+            assert_eq!(within_tolerance_exact(z, Decimal::ZERO, tol), Some(true));
+            assert_eq!(within_tolerance_exact(Decimal::ZERO, z, tol), Some(true));
+            assert_eq!(within_tolerance_exact(dec!(0.01), z, tol), Some(false));
+        }
+
+        #[test]
+        fn an_exact_tie_is_within_tolerance() {
+            // 2 bps of 100.00 is exactly 0.02.
+            let tol = Fixed::of(dec!(2)).and_then(Fixed::bps);
+            assert_eq!(
+                within_tolerance_exact(dec!(100.02), dec!(100.00), tol),
+                Some(true)
+            );
+            assert_eq!(
+                within_tolerance_exact(dec!(99.98), dec!(100), tol),
+                Some(true)
+            );
+            assert_eq!(
+                within_tolerance_exact(dec!(100.021), dec!(100), tol),
+                Some(false)
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ pub use rust_decimal::Decimal;
 
 pub mod avellaneda;
 pub mod diff;
+mod exact;
 mod fixed;
 mod params;
 pub mod pnl;
