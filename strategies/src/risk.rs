@@ -7,9 +7,11 @@
 //! exposure past a limit *and* further from zero than it already is, so orders that reduce an
 //! over-limit position are always allowed.
 
+use crate::exact::{self, Fixed, Wide};
 use crate::params::{self, Check};
 use crate::{Decimal, LiveOrder, MarketSnapshot, Quote, Side, StrategyError};
 use serde::{Deserialize, Deserializer};
+use std::cmp::Ordering;
 
 /// The market file's `[risk]` table. Every limit is optional; an absent limit is not enforced.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -231,6 +233,223 @@ pub fn check(
 
 /// [`check`] into the caller's decision, whose vectors a hot loop (the backtest) reuses.
 pub fn check_into(
+    limits: &RiskLimits,
+    state: &mut RiskState,
+    input: &RiskInput<'_>,
+    desired: &[Quote],
+    decision: &mut RiskDecision,
+) {
+    decision.allowed.clear();
+    decision.refused.clear();
+    decision.kill = None;
+    decision.newly_killed = false;
+    let mut newly_killed = false;
+    if state.killed.is_none()
+        && let Some(limit) = limits.max_daily_loss
+        && exact::cmp(input.daily_pnl, -limit) != Ordering::Greater
+    {
+        state.killed = Some(KillReason::DailyLoss {
+            loss: -input.daily_pnl,
+            limit,
+        });
+        newly_killed = true;
+    }
+    if let Some(reason) = &state.killed {
+        decision.kill = Some(reason.clone());
+        decision.newly_killed = newly_killed;
+        refuse_all(state, desired, Refusal::Killed, &mut decision.refused);
+        return;
+    }
+    if let Some(limit_ms) = limits.stale_after_ms {
+        let age_ms = input.now_ms.saturating_sub(input.market.ts_ms);
+        if age_ms > limit_ms {
+            refuse_all(
+                state,
+                desired,
+                Refusal::StaleData { age_ms, limit_ms },
+                &mut decision.refused,
+            );
+            return;
+        }
+    }
+
+    let key = |q: &Quote| (q.side, q.level);
+    // Strategies hand over their quotes already in (side, level) order (the balance cap sorts
+    // them); a stable sort would leave them as they are, so only other orders need one.
+    if desired.is_sorted_by_key(key) {
+        check_quotes(limits, state, input, desired.iter(), decision);
+    } else {
+        let mut sorted: Vec<&Quote> = desired.iter().collect();
+        sorted.sort_by_key(|q| key(q));
+        check_quotes(limits, state, input, sorted.into_iter(), decision);
+    }
+}
+
+/// ±1 × x, as the product would give it (a zero product is the plain zero).
+fn signed(side: Side, x: Decimal) -> Decimal {
+    if x.is_zero() {
+        Decimal::ZERO
+    } else {
+        match side {
+            Side::Buy => x,
+            Side::Sell => -x,
+        }
+    }
+}
+
+/// Whether `after` breaches `limit` while moving away from zero.
+fn breaches(before: Decimal, after: Decimal, limit: Decimal) -> bool {
+    after.abs() > limit && after.abs() > before.abs()
+}
+
+/// [`breaches`] on exact values: the same answer whenever Decimal computed them exactly.
+fn breaches_exact(before: Wide, after: Wide, limit: Wide) -> Option<bool> {
+    let after = after.abs();
+    Some(after.cmp(limit)? == Ordering::Greater && after.cmp(before.abs())? == Ordering::Greater)
+}
+
+/// The running sums of one side as the Decimal code keeps them (base and quote value of the
+/// allowed quotes), rebuilt from `allowed` on the rare path that needs them as Decimals: a
+/// refusal's `would_be` or an input outside the integer range.
+fn replayed(allowed: &[Quote], side: Side, value: bool) -> (Decimal, Decimal) {
+    let (mut base, mut quote) = (Decimal::ZERO, Decimal::ZERO);
+    for q in allowed.iter().filter(|q| q.side == side) {
+        base += signed(side, q.qty);
+        if value {
+            quote += signed(side, q.price * q.qty);
+        }
+    }
+    (base, quote)
+}
+
+/// A signed quantity or value as an exact integer, when Decimal holds it exactly.
+fn signed_exact(side: Side, x: Wide) -> Wide {
+    match side {
+        Side::Buy => x,
+        Side::Sell => Wide { m: -x.m, ..x },
+    }
+}
+
+/// The per-quote limits, on integers while every sum Decimal forms is exact (grid quantities
+/// and prices: always), so each comparison is the one Decimal makes. A side whose sums leave
+/// that range is judged by Decimal from then on, on sums replayed from the allowed quotes,
+/// which is the same sequence of Decimal operations the sums came from.
+fn check_quotes<'q>(
+    limits: &RiskLimits,
+    state: &mut RiskState,
+    input: &RiskInput<'_>,
+    order: impl Iterator<Item = &'q Quote>,
+    decision: &mut RiskDecision,
+) {
+    let position = input.position_base;
+    // Only the quote-exposure limit values the position at a mark.
+    let mark = if limits.max_quote_exposure.is_some() {
+        input.market.mid().or(input.market.last)
+    } else {
+        None
+    };
+    let exposure = limits.max_quote_exposure.is_some();
+    let position_f = Fixed::of(position);
+    let mark_f = mark.map(Fixed::of);
+    let base_limit = limits
+        .max_base_position
+        .map(|l| (l, Fixed::of(l).map(Wide::from)));
+    let value_limit = limits
+        .max_quote_exposure
+        .map(|l| (l, Fixed::of(l).map(Wide::from)));
+    let allowed = &mut decision.allowed;
+    let refused = &mut decision.refused;
+    // Per side: orders accepted, base they add (signed), quote value they add (signed); a sum
+    // is `None` once it left the integer range.
+    let mut count = [0u32; 2];
+    let zero = Some(Wide { m: 0, scale: 0 });
+    let mut base = [zero; 2];
+    let mut value = [zero; 2];
+    for q in order {
+        let s = q.side as usize;
+        let qty_f = Fixed::of(q.qty);
+        let qty = qty_f.map(|f| signed_exact(q.side, f.into()));
+        let mut add_base = None;
+        let mut add_value = None;
+        let refusal = if limits
+            .max_open_orders_per_side
+            .is_some_and(|limit| count[s] >= limit)
+        {
+            Some(Refusal::MaxOpenOrders {
+                limit: limits.max_open_orders_per_side.unwrap_or_default(),
+            })
+        } else {
+            let position_refusal = base_limit.and_then(|(limit, limit_w)| {
+                let exact = (|| {
+                    let before = Wide::add(position_f?.into(), base[s]?)?;
+                    let after = Wide::add(before, qty?)?;
+                    add_base = Some(Wide::add(base[s]?, qty?)?);
+                    breaches_exact(before, after, limit_w?)
+                })();
+                let refuse = exact.unwrap_or_else(|| {
+                    let before = position + replayed(allowed, q.side, false).0;
+                    breaches(before, before + signed(q.side, q.qty), limit)
+                });
+                refuse.then(|| {
+                    let before = position + replayed(allowed, q.side, false).0;
+                    Refusal::MaxBasePosition {
+                        would_be: before + signed(q.side, q.qty),
+                        limit,
+                    }
+                })
+            });
+            position_refusal.or_else(|| {
+                let (limit, limit_w) = value_limit?;
+                let exact = (|| {
+                    let price_f = Fixed::of(q.price)?;
+                    let held = Wide::mul(position_f?, mark_f.unwrap_or(Some(price_f))?)?;
+                    let notional = signed_exact(q.side, Wide::mul(price_f, qty_f?)?);
+                    let before = Wide::add(held, value[s]?)?;
+                    let after = Wide::add(before, notional)?;
+                    add_value = Some(Wide::add(value[s]?, notional)?);
+                    breaches_exact(before, after, limit_w?)
+                })();
+                let decimal_after = || {
+                    let held = position * mark.unwrap_or(q.price);
+                    let before = held + replayed(allowed, q.side, true).1;
+                    (before, before + signed(q.side, q.price * q.qty))
+                };
+                let refuse = exact.unwrap_or_else(|| {
+                    let (before, after) = decimal_after();
+                    breaches(before, after, limit)
+                });
+                refuse.then(|| Refusal::MaxQuoteExposure {
+                    would_be: decimal_after().1,
+                    limit,
+                })
+            })
+        };
+        match refusal {
+            Some(r) => {
+                state.refusals[r.index()] += 1;
+                refused.push((q.clone(), r));
+            }
+            None => {
+                count[s] += 1;
+                // Without a limit a sum is never read; the replay rebuilds it if that changes.
+                if base_limit.is_some() {
+                    base[s] = add_base.or_else(|| Wide::add(base[s]?, qty?));
+                }
+                if exposure {
+                    value[s] = add_value.or_else(|| {
+                        let notional = Wide::mul(Fixed::of(q.price)?, qty_f?)?;
+                        Wide::add(value[s]?, signed_exact(q.side, notional))
+                    });
+                }
+                allowed.push(q.clone());
+            }
+        }
+    }
+}
+
+/// The Decimal-only check the integer paths must reproduce exactly.
+#[cfg(test)]
+fn check_into_decimal(
     limits: &RiskLimits,
     state: &mut RiskState,
     input: &RiskInput<'_>,
@@ -571,5 +790,236 @@ mod tests {
             err.to_string(),
             "[risk] `max_daily_loss`: must be greater than zero (got -5)"
         );
+    }
+
+    mod exact_paths {
+        use super::*;
+        use crate::exact::arb::{decimal, negative_zero, price, qty};
+        use proptest::prelude::*;
+
+        fn limit() -> impl Strategy<Value = Option<Decimal>> {
+            prop_oneof![
+                2 => Just(None),
+                4 => (1i64..2_000, 0u32..=3).prop_map(|(m, s)| Some(Decimal::new(m, s))),
+                1 => decimal().prop_map(Some),
+            ]
+        }
+
+        fn limits() -> impl Strategy<Value = RiskLimits> {
+            (
+                limit(),
+                prop_oneof![
+                    limit(),
+                    (1i64..200_000, 0u32..=2).prop_map(|(m, s)| Some(Decimal::new(m, s))),
+                ],
+                proptest::option::of(0u32..5),
+                limit(),
+                proptest::option::of(0u64..50),
+            )
+                .prop_map(|(base, exposure, orders, loss, stale)| RiskLimits {
+                    max_base_position: base,
+                    max_quote_exposure: exposure,
+                    max_open_orders_per_side: orders,
+                    max_daily_loss: loss,
+                    stale_after_ms: stale,
+                })
+        }
+
+        fn side() -> impl Strategy<Value = Side> {
+            prop_oneof![Just(Side::Buy), Just(Side::Sell)]
+        }
+
+        /// Positions and PnL near the limits' sizes, both signs, both zeros.
+        fn amount() -> impl Strategy<Value = Decimal> {
+            prop_oneof![
+                4 => (-3_000i64..3_000, 0u32..=5).prop_map(|(m, s)| Decimal::new(m, s)),
+                1 => (0u32..6).prop_map(negative_zero),
+                1 => decimal(),
+            ]
+        }
+
+        fn market() -> impl Strategy<Value = MarketSnapshot> {
+            (
+                prop_oneof![5 => price(), 1 => Just(Decimal::ZERO)],
+                prop_oneof![5 => price(), 1 => Just(Decimal::ZERO)],
+                proptest::option::of(price()),
+                0u64..60,
+            )
+                .prop_map(|(bid, ask, last, ts_ms)| MarketSnapshot {
+                    best_bid: bid.min(ask),
+                    best_bid_qty: Decimal::ONE,
+                    best_ask: bid.max(ask),
+                    best_ask_qty: Decimal::ONE,
+                    last,
+                    ts_ms,
+                })
+        }
+
+        fn quotes() -> impl Strategy<Value = Vec<Quote>> {
+            let quote =
+                (side(), price(), qty(), 0u32..4).prop_map(|(side, price, qty, level)| Quote {
+                    side,
+                    price,
+                    qty,
+                    level,
+                });
+            (proptest::collection::vec(quote, 0..8), any::<bool>()).prop_map(|(mut v, sort)| {
+                if sort {
+                    v.sort_by_key(|q| (q.side, q.level));
+                }
+                v
+            })
+        }
+
+        /// Every Decimal of a decision with its scale and sign bits, not just its value.
+        fn bits(d: &RiskDecision) -> String {
+            let raw = |x: &Decimal| format!("{x}/{:?}", x.serialize());
+            let refusal = |r: &Refusal| match r {
+                Refusal::MaxBasePosition { would_be, limit }
+                | Refusal::MaxQuoteExposure { would_be, limit } => {
+                    format!("{} {} {}", r.kind(), raw(would_be), raw(limit))
+                }
+                other => format!("{other:?}"),
+            };
+            let kill = d
+                .kill
+                .as_ref()
+                .map(|KillReason::DailyLoss { loss, limit }| {
+                    format!("{} {}", raw(loss), raw(limit))
+                });
+            format!(
+                "{:?} {:?} {:?} {}",
+                d.allowed,
+                d.refused
+                    .iter()
+                    .map(|(q, r)| format!("{q:?} {}", refusal(r)))
+                    .collect::<Vec<_>>(),
+                kill,
+                d.newly_killed
+            )
+        }
+
+        type CheckInto =
+            fn(&RiskLimits, &mut RiskState, &RiskInput<'_>, &[Quote], &mut RiskDecision);
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn check_is_the_decimal_check(
+                limits in limits(),
+                killed in any::<bool>(),
+                market in market(),
+                position_base in amount(),
+                daily_pnl in amount(),
+                now_ms in 0u64..120,
+                desired in quotes(),
+                tie in 0u8..3,
+            ) {
+                let mut limits = limits;
+                // Put a limit exactly where the first quote lands, to test the ties.
+                if let Some(q) = desired.first() {
+                    let signed = |x: Decimal| if q.side == Side::Buy { Some(x) } else { Some(-x) };
+                    if tie == 1 {
+                        limits.max_base_position = signed(q.qty)
+                            .and_then(|x| position_base.checked_add(x))
+                            .map(|x| x.abs());
+                    } else if tie == 2 {
+                        let mid = market.is_two_sided().then(|| {
+                            market.best_bid.checked_add(market.best_ask)?.checked_mul(dec!(0.5))
+                        });
+                        // An overflowing mid makes both codes panic: any limit will do.
+                        let mark = match mid {
+                            Some(mid) => mid.unwrap_or(Decimal::ZERO),
+                            None => market.last.unwrap_or(q.price),
+                        };
+                        limits.max_quote_exposure = position_base
+                            .checked_mul(mark)
+                            .zip(q.price.checked_mul(q.qty).and_then(signed))
+                            .and_then(|(held, notional)| held.checked_add(notional))
+                            .map(|x| x.abs());
+                    }
+                }
+                let input = RiskInput {
+                    now_ms,
+                    market: &market,
+                    position_base,
+                    daily_pnl,
+                    live: &[],
+                };
+                let mut start = RiskState::new();
+                if killed {
+                    start.killed = Some(KillReason::DailyLoss {
+                        loss: Decimal::ONE,
+                        limit: Decimal::ONE,
+                    });
+                }
+                // Past Decimal's range the old code panics (overflow) on sums no limit reads,
+                // which the new code does not form; wherever the old code answers, the new
+                // one must give the same answer.
+                let run = |f: CheckInto| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let mut state = start.clone();
+                        let mut decision = RiskDecision::default();
+                        // Twice: the second run reuses the vectors, as the backtest does.
+                        f(&limits, &mut state, &input, &desired, &mut decision);
+                        f(&limits, &mut state, &input, &desired, &mut decision);
+                        (bits(&decision), state)
+                    }))
+                    .ok()
+                };
+                if let Some(theirs) = run(check_into_decimal) {
+                    prop_assert_eq!(run(check_into), Some(theirs));
+                }
+            }
+        }
+
+        #[test]
+        fn a_refused_would_be_keeps_the_decimal_scale() {
+            let limits = RiskLimits {
+                max_base_position: Some(dec!(0.5)),
+                max_quote_exposure: Some(dec!(30)),
+                ..Default::default()
+            };
+            let m = MarketSnapshot {
+                best_bid: dec!(59.99),
+                best_bid_qty: dec!(1),
+                best_ask: dec!(60.01),
+                best_ask_qty: dec!(1),
+                last: None,
+                ts_ms: 0,
+            };
+            let input = RiskInput {
+                now_ms: 0,
+                market: &m,
+                position_base: dec!(0.4900),
+                daily_pnl: dec!(0),
+                live: &[],
+            };
+            let desired = [
+                q(Side::Buy, dec!(59.98), dec!(0.010), 0),
+                q(Side::Buy, dec!(59.97), dec!(0.01), 1),
+                q(Side::Sell, dec!(60.02), dec!(0.99), 0),
+            ];
+            let mut ours = RiskDecision::default();
+            let mut theirs = RiskDecision::default();
+            check_into(&limits, &mut RiskState::new(), &input, &desired, &mut ours);
+            check_into_decimal(
+                &limits,
+                &mut RiskState::new(),
+                &input,
+                &desired,
+                &mut theirs,
+            );
+            assert_eq!(bits(&ours), bits(&theirs));
+            assert_eq!(
+                ours.refused[0].1,
+                Refusal::MaxBasePosition {
+                    would_be: dec!(0.5100),
+                    limit: dec!(0.5)
+                }
+            );
+            assert!(bits(&ours).contains("0.5100"), "{}", bits(&ours));
+        }
     }
 }
