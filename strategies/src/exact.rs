@@ -91,17 +91,16 @@ impl Wide {
         fits(m).then_some(Wide { m, scale })
     }
 
-    /// `a + b` when Decimal's sum is exact: the aligned operands and the result inside 96
-    /// bits (aligning by more than nine places answers `None`).
+    /// The mantissa at `scale` (not below `self.scale`, at most nine places above it), when
+    /// Decimal could hold it exactly.
     #[inline]
-    pub fn add(a: Wide, b: Wide) -> Option<Wide> {
-        let (x, y, scale) = match a.scale.cmp(&b.scale) {
-            Ordering::Equal => (a.m, b.m, a.scale),
-            Ordering::Less => (a.m * pow10_9(b.scale - a.scale)?, b.m, b.scale),
-            Ordering::Greater => (a.m, b.m * pow10_9(a.scale - b.scale)?, a.scale),
-        };
-        let m = x + y;
-        (fits(x) && fits(y) && fits(m)).then_some(Wide { m, scale })
+    pub fn at(self, scale: u32) -> Option<i128> {
+        let k = scale.checked_sub(self.scale)?;
+        if k == 0 {
+            return Some(self.m);
+        }
+        let v = self.m * pow10_9(k)?;
+        fits(v).then_some(v)
     }
 
     #[inline]
@@ -142,18 +141,30 @@ fn pow10_9(k: u32) -> Option<i128> {
 
 #[inline]
 fn fits(m: i128) -> bool {
-    m.unsigned_abs() < U96
+    fits_u(m.unsigned_abs())
 }
 
-/// `a.cmp(&b)`, without Decimal's out-of-line call when both sit at the same scale (two grid
-/// prices or two grid quantities nearly always do).
+/// Whether a magnitude is inside Decimal's 96-bit mantissa.
+#[inline]
+pub(crate) fn fits_u(m: u128) -> bool {
+    m < U96
+}
+
+/// `a.cmp(&b)` without Decimal's out-of-line call: at one scale (two grid prices or two grid
+/// quantities nearly always are) the mantissas compare; otherwise i64 mantissas aligned by up
+/// to 10^18 do, inside i128.
 #[inline]
 pub(crate) fn cmp(a: Decimal, b: Decimal) -> Ordering {
     if a.scale() == b.scale() {
-        a.mantissa().cmp(&b.mantissa())
-    } else {
-        a.cmp(&b)
+        return a.mantissa().cmp(&b.mantissa());
     }
+    let aligned = Fixed::of(a).zip(Fixed::of(b)).and_then(|(x, y)| {
+        let scale = x.scale.max(y.scale);
+        let up =
+            |f: Fixed| Some(i128::from(f.m) * i128::from(*POW10.get((scale - f.scale) as usize)?));
+        Some(up(x)?.cmp(&up(y)?))
+    });
+    aligned.unwrap_or_else(|| a.cmp(&b))
 }
 
 /// Decimals for the property tests that hold the integer paths to Decimal's answers.

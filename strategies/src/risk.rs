@@ -276,12 +276,24 @@ pub fn check_into(
     let key = |q: &Quote| (q.side, q.level);
     // Strategies hand over their quotes already in (side, level) order (the balance cap sorts
     // them); a stable sort would leave them as they are, so only other orders need one.
-    if desired.is_sorted_by_key(key) {
-        check_quotes(limits, state, input, desired.iter(), decision);
+    let sorted = desired.is_sorted_by_key(key);
+    // Only the quote-exposure limit values the position at a mark.
+    let mark = if limits.max_quote_exposure.is_some() {
+        input.market.mid().or(input.market.last)
     } else {
-        let mut sorted: Vec<&Quote> = desired.iter().collect();
-        sorted.sort_by_key(|q| key(q));
-        check_quotes(limits, state, input, sorted.into_iter(), decision);
+        None
+    };
+    let position = input.position_base;
+    if sorted {
+        check_exact(limits, state, position, mark, desired.iter(), decision).unwrap_or_else(|| {
+            check_decimal(limits, state, position, mark, desired.iter(), decision)
+        });
+    } else {
+        let mut v: Vec<&Quote> = desired.iter().collect();
+        v.sort_by_key(|q| key(q));
+        let order = v.iter().copied();
+        check_exact(limits, state, position, mark, order.clone(), decision)
+            .unwrap_or_else(|| check_decimal(limits, state, position, mark, order, decision));
     }
 }
 
@@ -297,20 +309,9 @@ fn signed(side: Side, x: Decimal) -> Decimal {
     }
 }
 
-/// Whether `after` breaches `limit` while moving away from zero.
-fn breaches(before: Decimal, after: Decimal, limit: Decimal) -> bool {
-    after.abs() > limit && after.abs() > before.abs()
-}
-
-/// [`breaches`] on exact values: the same answer whenever Decimal computed them exactly.
-fn breaches_exact(before: Wide, after: Wide, limit: Wide) -> Option<bool> {
-    let after = after.abs();
-    Some(after.cmp(limit)? == Ordering::Greater && after.cmp(before.abs())? == Ordering::Greater)
-}
-
 /// The running sums of one side as the Decimal code keeps them (base and quote value of the
-/// allowed quotes), rebuilt from `allowed` on the rare path that needs them as Decimals: a
-/// refusal's `would_be` or an input outside the integer range.
+/// allowed quotes), rebuilt from `allowed` for a refusal's `would_be`: the same Decimal
+/// operations in the same order, so the same value and scale.
 fn replayed(allowed: &[Quote], side: Side, value: bool) -> (Decimal, Decimal) {
     let (mut base, mut quote) = (Decimal::ZERO, Decimal::ZERO);
     for q in allowed.iter().filter(|q| q.side == side) {
@@ -322,55 +323,183 @@ fn replayed(allowed: &[Quote], side: Side, value: bool) -> (Decimal, Decimal) {
     (base, quote)
 }
 
-/// A signed quantity or value as an exact integer, when Decimal holds it exactly.
-fn signed_exact(side: Side, x: Wide) -> Wide {
+/// Quotes per decision the integer path takes (any real configuration); more go to Decimal.
+const EXACT_QUOTES: usize = 16;
+
+#[derive(Clone, Copy)]
+enum Outcome {
+    Allowed,
+    MaxOpenOrders,
+    MaxBasePosition,
+    MaxQuoteExposure,
+}
+
+/// The limits of [`check_decimal`] on integers, at one scale for base quantities and one for
+/// quote values, each the largest its operands use. While every sum and product the Decimal
+/// code forms is exact (under 2^96 at that scale, 28 places at most; grid values always are),
+/// each comparison Decimal makes is the exact one, which the integers give without Decimal's
+/// calls. The outcomes are settled before anything is recorded, so an input outside that
+/// range (`None`) leaves the whole decision to Decimal. A refusal's `would_be` is the Decimal
+/// sum replayed from the quotes allowed before it, as [`check_decimal`] formed it.
+fn check_exact<'q>(
+    limits: &RiskLimits,
+    state: &mut RiskState,
+    position: Decimal,
+    mark: Option<Decimal>,
+    order: impl Iterator<Item = &'q Quote> + Clone,
+    decision: &mut RiskDecision,
+) -> Option<()> {
+    let position_f = Fixed::of(position)?;
+    let base_limit = match limits.max_base_position {
+        Some(limit) => {
+            let limit_f = Fixed::of(limit)?;
+            let scale = order
+                .clone()
+                .fold(position_f.scale.max(limit_f.scale), |s, q| {
+                    s.max(q.qty.scale())
+                });
+            Some((position_f.at(scale)?, limit_f.at(scale)?, scale))
+        }
+        None => None,
+    };
+    let mark_f = match mark {
+        Some(mark) => Some(Fixed::of(mark)?),
+        None => None,
+    };
+    let value_limit = match limits.max_quote_exposure {
+        Some(limit) => {
+            let limit_f = Fixed::of(limit)?;
+            let scale = order.clone().fold(limit_f.scale, |s, q| {
+                let mark_scale = mark.map_or(q.price.scale(), |m| m.scale());
+                s.max(position_f.scale + mark_scale)
+                    .max(q.price.scale() + q.qty.scale())
+            });
+            Some((Wide::from(limit_f).at(scale)?, scale))
+        }
+        None => None,
+    };
+
+    let mut outcomes = [Outcome::Allowed; EXACT_QUOTES];
+    let mut count = [0u32; 2];
+    let mut base = [0i128; 2];
+    let mut value = [0i128; 2];
+    for (i, q) in order.clone().enumerate() {
+        let outcome = outcomes.get_mut(i)?;
+        let s = q.side as usize;
+        if limits
+            .max_open_orders_per_side
+            .is_some_and(|limit| count[s] >= limit)
+        {
+            *outcome = Outcome::MaxOpenOrders;
+            continue;
+        }
+        let mut qty = 0;
+        if let Some((position, limit, scale)) = base_limit {
+            qty = signed_int(q.side, Fixed::of(q.qty)?.at(scale)?);
+            let before = sum(position, base[s])?;
+            let after = sum(before, qty)?;
+            sum(base[s], qty)?;
+            if breaches(before, after, limit) {
+                *outcome = Outcome::MaxBasePosition;
+                continue;
+            }
+        }
+        let mut notional = 0;
+        if let Some((limit, scale)) = value_limit {
+            let price = Fixed::of(q.price)?;
+            let held = Wide::mul(position_f, mark_f.unwrap_or(price))?.at(scale)?;
+            notional = signed_int(q.side, Wide::mul(price, Fixed::of(q.qty)?)?.at(scale)?);
+            let before = sum(held, value[s])?;
+            let after = sum(before, notional)?;
+            sum(value[s], notional)?;
+            if breaches(before, after, limit) {
+                *outcome = Outcome::MaxQuoteExposure;
+                continue;
+            }
+        }
+        count[s] += 1;
+        base[s] += qty;
+        value[s] += notional;
+    }
+
+    let allowed = &mut decision.allowed;
+    let refused = &mut decision.refused;
+    for (q, outcome) in order.zip(outcomes) {
+        let refusal = match outcome {
+            Outcome::Allowed => {
+                allowed.push(q.clone());
+                continue;
+            }
+            Outcome::MaxOpenOrders => Refusal::MaxOpenOrders {
+                limit: limits.max_open_orders_per_side.unwrap_or_default(),
+            },
+            Outcome::MaxBasePosition => Refusal::MaxBasePosition {
+                would_be: position + replayed(allowed, q.side, false).0 + signed(q.side, q.qty),
+                limit: limits.max_base_position.unwrap_or_default(),
+            },
+            Outcome::MaxQuoteExposure => {
+                let held = position * mark.unwrap_or(q.price);
+                let before = held + replayed(allowed, q.side, true).1;
+                Refusal::MaxQuoteExposure {
+                    would_be: before + signed(q.side, q.price * q.qty),
+                    limit: limits.max_quote_exposure.unwrap_or_default(),
+                }
+            }
+        };
+        state.refusals[refusal.index()] += 1;
+        refused.push((q.clone(), refusal));
+    }
+    Some(())
+}
+
+/// `a + b` when Decimal's sum of the same values is exact.
+fn sum(a: i128, b: i128) -> Option<i128> {
+    let m = a + b;
+    exact::fits_u(m.unsigned_abs()).then_some(m)
+}
+
+fn signed_int(side: Side, x: i128) -> i128 {
     match side {
         Side::Buy => x,
-        Side::Sell => Wide { m: -x.m, ..x },
+        Side::Sell => -x,
     }
 }
 
-/// The per-quote limits, on integers while every sum Decimal forms is exact (grid quantities
-/// and prices: always), so each comparison is the one Decimal makes. A side whose sums leave
-/// that range is judged by Decimal from then on, on sums replayed from the allowed quotes,
-/// which is the same sequence of Decimal operations the sums came from.
-fn check_quotes<'q>(
+/// Whether `after` breaches `limit` while moving away from zero.
+fn breaches(before: i128, after: i128, limit: i128) -> bool {
+    // Every amount is under 2^96: abs cannot overflow.
+    let after = after.abs();
+    after > limit && after > before.abs()
+}
+
+/// The limits on Decimals, for decisions outside the integer range of [`ExactQuotes`].
+fn check_decimal<'q>(
     limits: &RiskLimits,
     state: &mut RiskState,
-    input: &RiskInput<'_>,
+    position: Decimal,
+    mark: Option<Decimal>,
     order: impl Iterator<Item = &'q Quote>,
     decision: &mut RiskDecision,
 ) {
-    let position = input.position_base;
-    // Only the quote-exposure limit values the position at a mark.
-    let mark = if limits.max_quote_exposure.is_some() {
-        input.market.mid().or(input.market.last)
-    } else {
-        None
-    };
-    let exposure = limits.max_quote_exposure.is_some();
-    let position_f = Fixed::of(position);
-    let mark_f = mark.map(Fixed::of);
-    let base_limit = limits
-        .max_base_position
-        .map(|l| (l, Fixed::of(l).map(Wide::from)));
-    let value_limit = limits
-        .max_quote_exposure
-        .map(|l| (l, Fixed::of(l).map(Wide::from)));
     let allowed = &mut decision.allowed;
     let refused = &mut decision.refused;
-    // Per side: orders accepted, base they add (signed), quote value they add (signed); a sum
-    // is `None` once it left the integer range.
+    // Per side: orders accepted, base they add (signed), quote value they add (signed).
     let mut count = [0u32; 2];
-    let zero = Some(Wide { m: 0, scale: 0 });
-    let mut base = [zero; 2];
-    let mut value = [zero; 2];
+    let mut base = [Decimal::ZERO; 2];
+    let mut value = [Decimal::ZERO; 2];
     for q in order {
         let s = q.side as usize;
-        let qty_f = Fixed::of(q.qty);
-        let qty = qty_f.map(|f| signed_exact(q.side, f.into()));
-        let mut add_base = None;
-        let mut add_value = None;
+        // ±1 × x, as the product would give it (a zero product is the plain zero).
+        let signed = |x: Decimal| {
+            if x.is_zero() {
+                Decimal::ZERO
+            } else {
+                match q.side {
+                    Side::Buy => x,
+                    Side::Sell => -x,
+                }
+            }
+        };
         let refusal = if limits
             .max_open_orders_per_side
             .is_some_and(|limit| count[s] >= limit)
@@ -379,49 +508,27 @@ fn check_quotes<'q>(
                 limit: limits.max_open_orders_per_side.unwrap_or_default(),
             })
         } else {
-            let position_refusal = base_limit.and_then(|(limit, limit_w)| {
-                let exact = (|| {
-                    let before = Wide::add(position_f?.into(), base[s]?)?;
-                    let after = Wide::add(before, qty?)?;
-                    add_base = Some(Wide::add(base[s]?, qty?)?);
-                    breaches_exact(before, after, limit_w?)
-                })();
-                let refuse = exact.unwrap_or_else(|| {
-                    let before = position + replayed(allowed, q.side, false).0;
-                    breaches(before, before + signed(q.side, q.qty), limit)
-                });
-                refuse.then(|| {
-                    let before = position + replayed(allowed, q.side, false).0;
+            let before = position + base[s];
+            let after = before + signed(q.qty);
+            let position_refusal = limits.max_base_position.and_then(|limit| {
+                (after.abs() > limit && after.abs() > before.abs()).then_some(
                     Refusal::MaxBasePosition {
-                        would_be: before + signed(q.side, q.qty),
+                        would_be: after,
                         limit,
-                    }
-                })
+                    },
+                )
             });
             position_refusal.or_else(|| {
-                let (limit, limit_w) = value_limit?;
-                let exact = (|| {
-                    let price_f = Fixed::of(q.price)?;
-                    let held = Wide::mul(position_f?, mark_f.unwrap_or(Some(price_f))?)?;
-                    let notional = signed_exact(q.side, Wide::mul(price_f, qty_f?)?);
-                    let before = Wide::add(held, value[s]?)?;
-                    let after = Wide::add(before, notional)?;
-                    add_value = Some(Wide::add(value[s]?, notional)?);
-                    breaches_exact(before, after, limit_w?)
-                })();
-                let decimal_after = || {
-                    let held = position * mark.unwrap_or(q.price);
-                    let before = held + replayed(allowed, q.side, true).1;
-                    (before, before + signed(q.side, q.price * q.qty))
-                };
-                let refuse = exact.unwrap_or_else(|| {
-                    let (before, after) = decimal_after();
-                    breaches(before, after, limit)
-                });
-                refuse.then(|| Refusal::MaxQuoteExposure {
-                    would_be: decimal_after().1,
-                    limit,
-                })
+                let limit = limits.max_quote_exposure?;
+                let held = position * mark.unwrap_or(q.price);
+                let before = held + value[s];
+                let after = before + signed(q.price * q.qty);
+                (after.abs() > limit && after.abs() > before.abs()).then_some(
+                    Refusal::MaxQuoteExposure {
+                        would_be: after,
+                        limit,
+                    },
+                )
             })
         };
         match refusal {
@@ -431,15 +538,10 @@ fn check_quotes<'q>(
             }
             None => {
                 count[s] += 1;
-                // Without a limit a sum is never read; the replay rebuilds it if that changes.
-                if base_limit.is_some() {
-                    base[s] = add_base.or_else(|| Wide::add(base[s]?, qty?));
-                }
-                if exposure {
-                    value[s] = add_value.or_else(|| {
-                        let notional = Wide::mul(Fixed::of(q.price)?, qty_f?)?;
-                        Wide::add(value[s]?, signed_exact(q.side, notional))
-                    });
+                base[s] += signed(q.qty);
+                // Read only by the quote-exposure limit.
+                if limits.max_quote_exposure.is_some() {
+                    value[s] += signed(q.price * q.qty);
                 }
                 allowed.push(q.clone());
             }
