@@ -77,7 +77,7 @@ enum MinSpread {
 impl MinSpread {
     fn new(mid: Decimal, min_spread_bps: Decimal) -> MinSpread {
         let exact = Fixed::of(mid).and_then(|mid_f| {
-            let min_distance = Wide::mul(Fixed::of(min_spread_bps)?.bps()?, mid_f)?;
+            let min_distance = Wide::product(Fixed::of(min_spread_bps)?.bps()?, mid_f)?;
             Some(MinSpread::Exact {
                 mid: mid_f,
                 min_distance,
@@ -96,8 +96,8 @@ impl MinSpread {
                 min_distance,
             } => {
                 let distance = Fixed::of(price).and_then(|p| match side {
-                    Side::Buy => Wide::sub(mid_f, p),
-                    Side::Sell => Wide::sub(p, mid_f),
+                    Side::Buy => Wide::difference(mid_f, p),
+                    Side::Sell => Wide::difference(p, mid_f),
                 });
                 match distance.and_then(|d| d.cmp(min_distance)) {
                     Some(o) => o == Ordering::Less,
@@ -123,8 +123,8 @@ fn within_tolerance_exact(
     if d.m == 0 {
         return Some(l.m == 0);
     }
-    let distance = Wide::sub(l, d)?.abs();
-    let allowed = Wide::mul(tolerance?, Fixed { m: d.m.abs(), ..d })?;
+    let distance = Wide::difference(l, d)?.abs();
+    let allowed = Wide::product(tolerance?, Fixed { m: d.m.abs(), ..d })?;
     Some(distance.cmp(allowed)? != Ordering::Greater)
 }
 

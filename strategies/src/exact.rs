@@ -1,11 +1,16 @@
-//! Exact integer arithmetic on the Decimals the diff and the risk layer see.
+//! Exact integer arithmetic on the Decimals of the quoting hot path: the strategy's quotes,
+//! the risk check and the order diff.
 //!
 //! Prices and quantities sit on the symbol's tick and step grids, so their mantissas are small
 //! and their scales few. Aligned by a power of ten they compare, add and multiply as plain
-//! integers, exactly, without the per-operation scale bookkeeping Decimal does. Every helper
-//! answers `None` when its inputs leave that range, or when Decimal itself would have rounded
-//! (a result past 96 bits or 28 decimal places): the caller then runs the Decimal code, so the
-//! decision is the Decimal one in every case.
+//! integers, exactly, without the per-operation scale bookkeeping Decimal does (its operations
+//! take 96-bit mantissas at any pair of scales and round in loops: 10–40 ns each, and a
+//! decision takes dozens). [`Fixed`] is a grid value with an i64 mantissa, [`Wide`] any value
+//! Decimal holds. Every operation answers `None` when its inputs leave that range, or when
+//! Decimal itself would have rounded (a result past 96 bits or 28 decimal places). So whenever
+//! it answers, Decimal's result was exact too and has the same value, and where it does not,
+//! the caller runs the Decimal code: the decision is the Decimal one in every case, which
+//! proptests hold each caller to.
 
 use crate::Decimal;
 use std::cmp::Ordering;
@@ -66,7 +71,28 @@ impl Fixed {
     }
 }
 
-/// A value Decimal holds exactly: `m / 10^scale` with |m| < 2^96 and scale <= 28.
+/// 10^0 ..= 10^38, every power that fits an i128.
+const POW10_WIDE: [i128; 39] = {
+    let mut table = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// `a × b`, or `None` past an i128. Operands that fit 64 bits (nearly all) multiply in one
+/// widening instruction instead of the overflow-checked 128-bit routine.
+fn widening_mul(a: i128, b: i128) -> Option<i128> {
+    match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
+        _ => a.checked_mul(b),
+    }
+}
+
+/// A value Decimal holds exactly: `m / 10^scale` with |m| < 2^96 and scale <= 28. Every
+/// operation is exact or answers `None`; see the module's note.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Wide {
     pub m: i128,
@@ -74,53 +100,153 @@ pub(crate) struct Wide {
 }
 
 impl Wide {
-    /// `a × b` when Decimal's product is exact (it rounds past 96 bits or 28 places).
-    #[inline]
-    pub fn mul(a: Fixed, b: Fixed) -> Option<Wide> {
-        let m = i128::from(a.m) * i128::from(b.m);
-        let scale = a.scale + b.scale;
+    pub(crate) const ZERO: Wide = Wide { m: 0, scale: 0 };
+
+    /// `m × 10^-scale`, when Decimal could hold it exactly.
+    pub(crate) fn new(m: i128, scale: u32) -> Option<Wide> {
         (fits(m) && scale <= MAX_SCALE).then_some(Wide { m, scale })
     }
 
-    /// `a − b` when Decimal's difference is exact: both aligned operands and the result inside
-    /// 96 bits.
-    #[inline]
-    pub fn sub(a: Fixed, b: Fixed) -> Option<Wide> {
-        let scale = a.scale.max(b.scale);
-        let m = a.at(scale)? - b.at(scale)?;
-        fits(m).then_some(Wide { m, scale })
+    /// `a × b` of two grid values, when Decimal's product is exact.
+    pub(crate) fn product(a: Fixed, b: Fixed) -> Option<Wide> {
+        Wide::from(a).mul(Wide::from(b))
     }
 
-    /// The mantissa at `scale` (not below `self.scale`, at most nine places above it), when
-    /// Decimal could hold it exactly.
-    #[inline]
-    pub fn at(self, scale: u32) -> Option<i128> {
-        let k = scale.checked_sub(self.scale)?;
-        if k == 0 {
-            return Some(self.m);
-        }
-        let v = self.m * pow10_9(k)?;
-        fits(v).then_some(v)
+    /// `a − b` of two grid values, when Decimal's difference is exact.
+    pub(crate) fn difference(a: Fixed, b: Fixed) -> Option<Wide> {
+        Wide::from(a).sub(Wide::from(b))
     }
 
-    #[inline]
-    pub fn abs(self) -> Wide {
+    /// The mantissa at `scale` (not below `self.scale`), when Decimal could hold it exactly.
+    pub(crate) fn at(self, scale: u32) -> Option<i128> {
+        self.mantissa_at(scale).filter(|m| fits(*m))
+    }
+
+    pub(crate) fn abs(self) -> Wide {
         Wide {
             m: self.m.abs(),
             scale: self.scale,
         }
     }
 
-    /// Exact comparison. Both mantissas are under 2^96, so a shift of up to nine places (10^9
-    /// < 2^30) stays inside i128; wider shifts answer `None`.
-    #[inline]
-    pub fn cmp(self, other: Wide) -> Option<Ordering> {
-        let (a, b) = match self.scale.cmp(&other.scale) {
-            Ordering::Equal => (self.m, other.m),
-            Ordering::Less => (self.m * pow10_9(other.scale - self.scale)?, other.m),
-            Ordering::Greater => (self.m, other.m * pow10_9(self.scale - other.scale)?),
-        };
-        Some(a.cmp(&b))
+    pub(crate) fn from_decimal(d: Decimal) -> Wide {
+        Wide {
+            m: d.mantissa(),
+            scale: d.scale(),
+        }
+    }
+
+    pub(crate) fn to_decimal(self) -> Decimal {
+        // In range by construction: every Wide passed `new` or came from a Decimal.
+        Decimal::from_i128_with_scale(self.m, self.scale)
+    }
+
+    pub(crate) fn is_zero(self) -> bool {
+        self.m == 0
+    }
+
+    pub(crate) fn is_positive(self) -> bool {
+        self.m > 0
+    }
+
+    /// The mantissa at a scale at least this value's own.
+    fn mantissa_at(self, scale: u32) -> Option<i128> {
+        let up = scale.checked_sub(self.scale)? as usize;
+        if up == 0 {
+            return Some(self.m);
+        }
+        widening_mul(self.m, *POW10_WIDE.get(up)?)
+    }
+
+    pub(crate) fn mul(self, other: Wide) -> Option<Wide> {
+        Wide::new(widening_mul(self.m, other.m)?, self.scale + other.scale)
+    }
+
+    /// Exact when both operands, aligned to the larger scale, still fit Decimal's mantissa:
+    /// then Decimal's sum is exact as well.
+    pub(crate) fn add(self, other: Wide) -> Option<Wide> {
+        let scale = self.scale.max(other.scale);
+        let (a, b) = (self.mantissa_at(scale)?, other.mantissa_at(scale)?);
+        Wide::new(a, scale)?;
+        Wide::new(b, scale)?;
+        Wide::new(a + b, scale)
+    }
+
+    pub(crate) fn sub(self, other: Wide) -> Option<Wide> {
+        self.add(other.neg())
+    }
+
+    pub(crate) fn neg(self) -> Wide {
+        Wide {
+            m: -self.m,
+            scale: self.scale,
+        }
+    }
+
+    /// Exact comparison; `None` only when aligning the scales overflows an i128.
+    pub(crate) fn cmp(self, other: Wide) -> Option<Ordering> {
+        let scale = self.scale.max(other.scale);
+        Some(self.mantissa_at(scale)?.cmp(&other.mantissa_at(scale)?))
+    }
+
+    pub(crate) fn min(self, other: Wide) -> Option<Wide> {
+        Some(match self.cmp(other)? {
+            Ordering::Greater => other,
+            _ => self,
+        })
+    }
+
+    pub(crate) fn max(self, other: Wide) -> Option<Wide> {
+        Some(match self.cmp(other)? {
+            Ordering::Less => other,
+            _ => self,
+        })
+    }
+
+    /// The value in whole units of 10^-dp, rounded toward negative infinity.
+    pub(crate) fn floor_units(self, dp: u32) -> Option<i128> {
+        if self.scale <= dp {
+            return self.mantissa_at(dp);
+        }
+        let power = *POW10_WIDE.get((self.scale - dp) as usize)?;
+        // A 64-bit division where the values allow it: the 128-bit one is a library call
+        // several times slower, and prices and sizes nearly always fit.
+        if let (Ok(m), Ok(p)) = (i64::try_from(self.m), i64::try_from(power)) {
+            return Some(i128::from(m.div_euclid(p)));
+        }
+        Some(self.m.div_euclid(power))
+    }
+
+    /// The value in whole units of 10^-dp, rounded toward positive infinity.
+    pub(crate) fn ceil_units(self, dp: u32) -> Option<i128> {
+        Some(-self.neg().floor_units(dp)?)
+    }
+
+    /// `round_half_even(100 × self / other)` clamped to [−100, 100]: a ratio in hundredths,
+    /// as Decimal gives `(self / other).round_dp(2)` clamped to [−1, 1], for a positive
+    /// `other`. `None` when Decimal's own quotient, rounded to its 28 digits, might round
+    /// differently than the exact one: only for a divisor of more than 25 digits.
+    pub(crate) fn ratio_hundredths_clamped(self, other: Wide) -> Option<i128> {
+        if !other.is_positive() {
+            return None;
+        }
+        let scale = self.scale.max(other.scale);
+        let (n, d) = (self.mantissa_at(scale)?, other.mantissa_at(scale)?);
+        // |quotient| >= 1 clamps to ±1 however it rounds.
+        if n.unsigned_abs() >= d.unsigned_abs() {
+            return Some(100 * n.signum());
+        }
+        let hundred_n = n.checked_mul(100)?;
+        let (q, r) = (hundred_n.div_euclid(d), hundred_n.rem_euclid(d));
+        let twice_r = 2 * r;
+        // Below 1 in magnitude, Decimal's quotient is within 1e-28 of the exact one, and
+        // the exact one lies 1/(200·d) or more from a rounding midpoint unless it is on one
+        // (then both are exact): with d < 2.5e25 the two round alike.
+        if twice_r != d && d >= POW10_WIDE[25] {
+            return None;
+        }
+        let up = twice_r > d || (twice_r == d && q & 1 == 1);
+        Some(if up { q + 1 } else { q })
     }
 }
 
@@ -132,11 +258,6 @@ impl From<Fixed> for Wide {
             scale: f.scale,
         }
     }
-}
-
-#[inline]
-fn pow10_9(k: u32) -> Option<i128> {
-    (k <= 9).then(|| i128::from(POW10[k as usize]))
 }
 
 #[inline]
@@ -246,10 +367,10 @@ mod tests {
                 return Ok(());
             };
             prop_assert_eq!(wide(fa), a);
-            if let Some(p) = Wide::mul(fa, fb) {
+            if let Some(p) = Wide::product(fa, fb) {
                 prop_assert_eq!(Decimal::from_i128_with_scale(p.m, p.scale), a * b);
             }
-            if let Some(d) = Wide::sub(fa, fb) {
+            if let Some(d) = Wide::difference(fa, fb) {
                 prop_assert_eq!(Decimal::from_i128_with_scale(d.m, d.scale), a - b);
             }
             if let Some(o) = Wide::from(fa).cmp(Wide::from(fb)) {
@@ -263,11 +384,13 @@ mod tests {
         let p = Fixed::of(dec!(60000.12)).unwrap();
         let q = Fixed::of(dec!(0.0099)).unwrap();
         assert_eq!(
-            Wide::sub(p, Fixed::of(dec!(60000.1)).unwrap()).unwrap().m,
+            Wide::difference(p, Fixed::of(dec!(60000.1)).unwrap())
+                .unwrap()
+                .m,
             2
         );
         assert_eq!(
-            Wide::mul(p, q).unwrap(),
+            Wide::product(p, q).unwrap(),
             Wide {
                 m: 6_000_012 * 99,
                 scale: 6
@@ -279,6 +402,85 @@ mod tests {
         );
         // Past 28 places Decimal rounds the product: no exact answer.
         let tiny = Fixed::of(Decimal::new(1, 20)).unwrap();
-        assert_eq!(Wide::mul(tiny, tiny), None);
+        assert_eq!(Wide::product(tiny, tiny), None);
+    }
+}
+
+#[cfg(test)]
+mod wide_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rust_decimal::RoundingStrategy;
+
+    fn decimal() -> impl Strategy<Value = Decimal> {
+        (any::<i64>(), 0u32..=12).prop_map(|(m, s)| Decimal::new(m / (1 << (m & 31)), s))
+    }
+
+    proptest! {
+        /// Whatever succeeds here is exactly Decimal's result; and on values of quoting's
+        /// size it does succeed.
+        #[test]
+        fn operations_agree_with_decimal(a in decimal(), b in decimal()) {
+            let (fa, fb) = (Wide::from_decimal(a), Wide::from_decimal(b));
+            // Below 10^15 both still fit Decimal once aligned to a scale up to 12.
+            let small = a.mantissa().abs() < 1_000_000_000_000_000
+                && b.mantissa().abs() < 1_000_000_000_000_000;
+            match (fa.add(fb), fa.sub(fb)) {
+                (Some(sum), Some(difference)) => {
+                    prop_assert_eq!(sum.to_decimal(), a + b);
+                    prop_assert_eq!(difference.to_decimal(), a - b);
+                }
+                _ => prop_assert!(!small, "{} {}", a, b),
+            }
+            if let Some(product) = fa.mul(fb) {
+                prop_assert_eq!(product.to_decimal(), a * b);
+            }
+            prop_assert_eq!(fa.cmp(fb), Some(a.cmp(&b)));
+            for dp in 0..=10 {
+                let floor = fa.floor_units(dp).expect("small values floor");
+                let ceil = fa.ceil_units(dp).expect("small values ceil");
+                // Whole units of 10^-dp, as an i128 (it may be past Decimal's range).
+                let units = |d: Decimal| d.mantissa() * 10i128.pow(dp - d.scale());
+                prop_assert_eq!(floor,
+                    units(a.round_dp_with_strategy(dp, RoundingStrategy::ToNegativeInfinity)));
+                prop_assert_eq!(ceil,
+                    units(a.round_dp_with_strategy(dp, RoundingStrategy::ToPositiveInfinity)));
+            }
+        }
+
+        #[test]
+        fn hundredths_agree_with_decimal(n in decimal(), d in decimal()) {
+            prop_assume!(d > Decimal::ZERO);
+            let ours = Wide::from_decimal(n).ratio_hundredths_clamped(Wide::from_decimal(d));
+            // A quotient beyond Decimal's range clamps to ±1 whatever its digits.
+            let Some(quotient) = n.checked_div(d) else {
+                prop_assert_eq!(ours.unwrap_or(0).abs(), 100);
+                return Ok(());
+            };
+            let theirs = quotient
+                .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven)
+                .clamp(Decimal::NEGATIVE_ONE, Decimal::ONE);
+            // None (a divisor beyond 25 digits once aligned) leaves it to Decimal.
+            if let Some(k) = ours {
+                prop_assert_eq!(Decimal::new(k as i64, 2), theirs);
+            }
+        }
+    }
+
+    #[test]
+    fn midpoints_round_to_even_and_large_values_refuse() {
+        let f = |m: i64, s: u32| Wide::from_decimal(Decimal::new(m, s));
+        // 0.125 → 0.12, 0.135 → 0.14, −0.125 → −0.12.
+        assert_eq!(f(1, 0).ratio_hundredths_clamped(f(8, 0)), Some(12));
+        assert_eq!(f(135, 3).ratio_hundredths_clamped(f(1, 0)), Some(14));
+        assert_eq!(f(-1, 0).ratio_hundredths_clamped(f(8, 0)), Some(-12));
+        assert_eq!(f(3, 0).ratio_hundredths_clamped(f(2, 0)), Some(100));
+        assert_eq!(f(-2, 0).ratio_hundredths_clamped(f(2, 0)), Some(-100));
+        assert_eq!(f(1, 0).ratio_hundredths_clamped(f(0, 0)), None);
+        let big = Wide::new((1 << 96) - 1, 0).unwrap();
+        assert_eq!(big.mul(f(2, 0)), None);
+        assert_eq!(big.add(f(1, 0)), None);
+        assert_eq!(Wide::new(1, 29), None);
+        assert_eq!(f(1, 20).mul(f(1, 9)), None);
     }
 }

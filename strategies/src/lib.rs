@@ -11,7 +11,6 @@ pub use rust_decimal::Decimal;
 pub mod avellaneda;
 pub mod diff;
 mod exact;
-mod fixed;
 mod params;
 pub mod pnl;
 pub mod quantize;

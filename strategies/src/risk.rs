@@ -407,8 +407,8 @@ fn check_exact<'q>(
         let mut notional = 0;
         if let Some((limit, scale)) = value_limit {
             let price = Fixed::of(q.price)?;
-            let held = Wide::mul(position_f, mark_f.unwrap_or(price))?.at(scale)?;
-            notional = signed_int(q.side, Wide::mul(price, Fixed::of(q.qty)?)?.at(scale)?);
+            let held = Wide::product(position_f, mark_f.unwrap_or(price))?.at(scale)?;
+            notional = signed_int(q.side, Wide::product(price, Fixed::of(q.qty)?)?.at(scale)?);
             let before = sum(held, value[s])?;
             let after = sum(before, notional)?;
             sum(value[s], notional)?;

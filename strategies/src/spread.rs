@@ -6,7 +6,7 @@
 
 use std::cmp::Ordering;
 
-use crate::fixed::Fixed;
+use crate::exact::Wide;
 use crate::params::{self, Check};
 use crate::quantize::{decimal_places_of, finalize_in_place};
 use crate::{
@@ -228,11 +228,11 @@ pub fn inventory_skew(
 /// [`inventory_skew`]'s skew on exact integers, in hundredths: `Some(None)` where that gives
 /// `None`, and `None` where only the Decimal code can say.
 fn exact_skew_hundredths(
-    base: Fixed,
-    quote: Fixed,
-    price: Fixed,
-    target_base_pct: Fixed,
-    range_base: Fixed,
+    base: Wide,
+    quote: Wide,
+    price: Wide,
+    target_base_pct: Wide,
+    range_base: Wide,
 ) -> Option<Option<i128>> {
     let base_value = base.mul(price)?;
     let total_value = base_value.add(quote)?;
@@ -241,13 +241,13 @@ fn exact_skew_hundredths(
     }
     let range_value = range_base
         .mul(price)?
-        .min(total_value.mul(Fixed::from_decimal(HALF))?)?;
+        .min(total_value.mul(Wide::from_decimal(HALF))?)?;
     if !range_value.is_positive() {
         return Some(None);
     }
     let target_value = total_value
         .mul(target_base_pct)?
-        .mul(Fixed::from_decimal(PERCENT))?;
+        .mul(Wide::from_decimal(PERCENT))?;
     Some(Some(
         base_value
             .sub(target_value)?
@@ -290,7 +290,7 @@ impl Grid {
     fn new(rules: &SymbolRules) -> Option<Grid> {
         let tick_dp = decimal_places_of(rules.tick_size)?;
         let step_dp = decimal_places_of(rules.step_size)?;
-        let max_qty = Fixed::from_decimal(rules.max_qty);
+        let max_qty = Wide::from_decimal(rules.max_qty);
         let notional_dp = tick_dp + step_dp;
         Some(Grid {
             key: Grid::key(rules),
@@ -301,10 +301,10 @@ impl Grid {
             } else {
                 None
             },
-            min_lots: Fixed::from_decimal(rules.min_qty).ceil_units(step_dp)?,
-            min_notional: Fixed::from_decimal(rules.min_notional).ceil_units(notional_dp)?,
+            min_lots: Wide::from_decimal(rules.min_qty).ceil_units(step_dp)?,
+            min_notional: Wide::from_decimal(rules.min_notional).ceil_units(notional_dp)?,
             max_notional: match rules.max_notional {
-                Some(m) => Some(Fixed::from_decimal(m).floor_units(notional_dp)?),
+                Some(m) => Some(Wide::from_decimal(m).floor_units(notional_dp)?),
                 None => None,
             },
         })
@@ -315,15 +315,15 @@ impl Grid {
 /// `None` where a balance cap or the max-notional cap would change a quantity (the Decimal
 /// code divides there) or a value leaves the exact range.
 fn exact_finalize(
-    raw: &[(Side, u32, Fixed, Fixed)],
-    base_total: Fixed,
-    quote_total: Fixed,
+    raw: &[(Side, u32, Wide, Wide)],
+    base_total: Wide,
+    quote_total: Wide,
     market: &MarketSnapshot,
     grid: &Grid,
     out: &mut Vec<Quote>,
 ) -> Option<()> {
-    let mut base_left = base_total.max(Fixed::ZERO)?;
-    let mut quote_left = quote_total.max(Fixed::ZERO)?;
+    let mut base_left = base_total.max(Wide::ZERO)?;
+    let mut quote_left = quote_total.max(Wide::ZERO)?;
     for &(side, _, price, qty) in raw {
         match side {
             Side::Sell => {
@@ -343,8 +343,8 @@ fn exact_finalize(
     }
     let (tick_dp, step_dp) = (grid.tick_dp, grid.step_dp);
     let (bid, ask) = (
-        Fixed::from_decimal(market.best_bid),
-        Fixed::from_decimal(market.best_ask),
+        Wide::from_decimal(market.best_bid),
+        Wide::from_decimal(market.best_ask),
     );
     // A price on the grid is at or above the best ask exactly when its tick count is at or
     // above the ask's rounded up; the tick below the ask is that count minus one. Whole
@@ -401,13 +401,13 @@ fn exact_finalize(
         }
         out.push(Quote {
             side,
-            price: Fixed::new(ticks, tick_dp)?.to_decimal(),
-            qty: Fixed::new(lots, step_dp)?.to_decimal(),
+            price: Wide::new(ticks, tick_dp)?.to_decimal(),
+            qty: Wide::new(lots, step_dp)?.to_decimal(),
             level,
         });
     }
     if let Some(lowest_ask) = lowest_ask {
-        let below = Fixed::new(lowest_ask, tick_dp)?.to_decimal();
+        let below = Wide::new(lowest_ask, tick_dp)?.to_decimal();
         out.retain(|q| q.side == Side::Sell || q.price < below);
     }
     Some(())
@@ -429,7 +429,7 @@ pub struct SpreadStrategy {
     /// Buy fills minus sell fills since the last time the two were level (ping-pong).
     ping_pong_balance: i64,
     /// Reused by [`SpreadStrategy::exact_quotes_into`]: (side, level, price, qty) per quote.
-    exact_scratch: Vec<(Side, u32, Fixed, Fixed)>,
+    exact_scratch: Vec<(Side, u32, Wide, Wide)>,
     /// The last rules' grid, for the exact path.
     grid: Option<Grid>,
 }
@@ -487,7 +487,7 @@ impl SpreadStrategy {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
-    /// What `finalize(raw_quotes)` gives, computed on exact integers ([`Fixed`]): the same
+    /// What `finalize(raw_quotes)` gives, computed on exact integers ([`Wide`]): the same
     /// formulas in the same order, hence the same values, at a tenth of the cost. `None` where
     /// this path does not apply or cannot be sure to agree (a tick or step that is not a power
     /// of ten, the microprice's division, a balance or max-notional cap that binds, values
@@ -506,18 +506,18 @@ impl SpreadStrategy {
         let p = &self.params;
         let market = ctx.market;
         let (bid, ask) = (
-            Fixed::from_decimal(market.best_bid),
-            Fixed::from_decimal(market.best_ask),
+            Wide::from_decimal(market.best_bid),
+            Wide::from_decimal(market.best_ask),
         );
         let two_sided = bid.is_positive() && ask.is_positive() && bid.cmp(ask)? == Ordering::Less;
         let mid = if two_sided {
-            Some(bid.add(ask)?.mul(Fixed::from_decimal(HALF))?)
+            Some(bid.add(ask)?.mul(Wide::from_decimal(HALF))?)
         } else {
             None
         };
         let reference = match p.price_source {
             PriceSource::Mid => mid,
-            PriceSource::Last => market.last.map(Fixed::from_decimal),
+            PriceSource::Last => market.last.map(Wide::from_decimal),
             PriceSource::BestBid => Some(bid),
             PriceSource::BestAsk => Some(ask),
             PriceSource::Microprice => return None,
@@ -527,12 +527,12 @@ impl SpreadStrategy {
         };
         let mut sides = [true, true];
         if let Some(ceiling) = p.price_ceiling
-            && reference.cmp(Fixed::from_decimal(ceiling))? == Ordering::Greater
+            && reference.cmp(Wide::from_decimal(ceiling))? == Ordering::Greater
         {
             sides[Side::Buy as usize] = false;
         }
         if let Some(floor) = p.price_floor
-            && reference.cmp(Fixed::from_decimal(floor))? == Ordering::Less
+            && reference.cmp(Wide::from_decimal(floor))? == Ordering::Less
         {
             sides[Side::Sell as usize] = false;
         }
@@ -542,26 +542,25 @@ impl SpreadStrategy {
             }
         }
         let b = ctx.balances;
-        let base_total =
-            Fixed::from_decimal(b.base_free).add(Fixed::from_decimal(b.base_locked))?;
+        let base_total = Wide::from_decimal(b.base_free).add(Wide::from_decimal(b.base_locked))?;
         let quote_total =
-            Fixed::from_decimal(b.quote_free).add(Fixed::from_decimal(b.quote_locked))?;
-        let one = Fixed::from_decimal(Decimal::ONE);
-        let (mut bid_ratio, mut ask_ratio, mut shift) = (one, one, Fixed::ZERO);
+            Wide::from_decimal(b.quote_free).add(Wide::from_decimal(b.quote_locked))?;
+        let one = Wide::from_decimal(Decimal::ONE);
+        let (mut bid_ratio, mut ask_ratio, mut shift) = (one, one, Wide::ZERO);
         if p.inventory_skew_enabled {
             let Some(skew) = exact_skew_hundredths(
                 base_total,
                 quote_total,
                 reference,
-                Fixed::from_decimal(p.inventory_target_base_pct),
-                Fixed::from_decimal(self.skew_range),
+                Wide::from_decimal(p.inventory_target_base_pct),
+                Wide::from_decimal(self.skew_range),
             )?
             else {
                 return Some(());
             };
-            bid_ratio = Fixed::new(100 - skew, 2)?;
-            ask_ratio = Fixed::new(100 + skew, 2)?;
-            shift = Fixed::new(-skew, 2)?.mul(Fixed::from_decimal(self.price_skew))?;
+            bid_ratio = Wide::new(100 - skew, 2)?;
+            ask_ratio = Wide::new(100 + skew, 2)?;
+            shift = Wide::new(-skew, 2)?.mul(Wide::from_decimal(self.price_skew))?;
         }
         let center = if shift.is_zero() {
             reference
@@ -575,8 +574,8 @@ impl SpreadStrategy {
         // The balance cap goes through the quotes by (side, level): bids first.
         let mut raw = std::mem::take(&mut self.exact_scratch);
         raw.clear();
-        let min_bid = Fixed::from_decimal(self.min_bid_factor);
-        let min_ask = Fixed::from_decimal(self.min_ask_factor);
+        let min_bid = Wide::from_decimal(self.min_bid_factor);
+        let min_ask = Wide::from_decimal(self.min_ask_factor);
         for side in [Side::Buy, Side::Sell] {
             if !sides[side as usize] {
                 continue;
@@ -587,14 +586,14 @@ impl SpreadStrategy {
                     Side::Buy => (shape.bid_factor, bid_ratio),
                     Side::Sell => (shape.ask_factor, ask_ratio),
                 };
-                let mut price = center.mul(Fixed::from_decimal(factor))?;
+                let mut price = center.mul(Wide::from_decimal(factor))?;
                 if let Some(mid) = mid {
                     price = match side {
                         Side::Buy => price.min(mid.mul(min_bid)?)?,
                         Side::Sell => price.max(mid.mul(min_ask)?)?,
                     };
                 }
-                let qty = Fixed::from_decimal(shape.qty).mul(ratio)?;
+                let qty = Wide::from_decimal(shape.qty).mul(ratio)?;
                 raw.push((side, shape.level, price, qty));
             }
         }
