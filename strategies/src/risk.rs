@@ -239,6 +239,18 @@ pub fn check_into(
     desired: &[Quote],
     decision: &mut RiskDecision,
 ) {
+    check_with(limits, state, input, desired, decision, true);
+}
+
+/// [`check_into`], on integers where they are exact when `exact` is set.
+fn check_with(
+    limits: &RiskLimits,
+    state: &mut RiskState,
+    input: &RiskInput<'_>,
+    desired: &[Quote],
+    decision: &mut RiskDecision,
+    exact: bool,
+) {
     decision.allowed.clear();
     decision.refused.clear();
     decision.kill = None;
@@ -284,16 +296,23 @@ pub fn check_into(
         None
     };
     let position = input.position_base;
+    // The integer path settles every quote before it records anything, so where it declines
+    // the Decimal loop starts from a clean decision.
     if sorted {
-        check_exact(limits, state, position, mark, desired.iter(), decision).unwrap_or_else(|| {
-            check_decimal(limits, state, position, mark, desired.iter(), decision)
-        });
+        let done =
+            exact && check_exact(limits, state, position, mark, desired.iter(), decision).is_some();
+        if !done {
+            check_decimal(limits, state, position, mark, desired.iter(), decision);
+        }
     } else {
         let mut v: Vec<&Quote> = desired.iter().collect();
         v.sort_by_key(|q| key(q));
         let order = v.iter().copied();
-        check_exact(limits, state, position, mark, order.clone(), decision)
-            .unwrap_or_else(|| check_decimal(limits, state, position, mark, order, decision));
+        let done =
+            exact && check_exact(limits, state, position, mark, order.clone(), decision).is_some();
+        if !done {
+            check_decimal(limits, state, position, mark, order, decision);
+        }
     }
 }
 
@@ -489,17 +508,7 @@ fn check_decimal<'q>(
     let mut value = [Decimal::ZERO; 2];
     for q in order {
         let s = q.side as usize;
-        // ±1 × x, as the product would give it (a zero product is the plain zero).
-        let signed = |x: Decimal| {
-            if x.is_zero() {
-                Decimal::ZERO
-            } else {
-                match q.side {
-                    Side::Buy => x,
-                    Side::Sell => -x,
-                }
-            }
-        };
+        let signed = |x: Decimal| signed(q.side, x);
         let refusal = if limits
             .max_open_orders_per_side
             .is_some_and(|limit| count[s] >= limit)
@@ -549,7 +558,8 @@ fn check_decimal<'q>(
     }
 }
 
-/// The Decimal-only check the integer paths must reproduce exactly.
+/// The check with the Decimal loop only: what the integer path must reproduce exactly. The
+/// loop is the one the integer path falls back to, unchanged from before that path existed.
 #[cfg(test)]
 fn check_into_decimal(
     limits: &RiskLimits,
@@ -558,125 +568,7 @@ fn check_into_decimal(
     desired: &[Quote],
     decision: &mut RiskDecision,
 ) {
-    decision.allowed.clear();
-    decision.refused.clear();
-    decision.kill = None;
-    decision.newly_killed = false;
-    let mut newly_killed = false;
-    if state.killed.is_none()
-        && let Some(limit) = limits.max_daily_loss
-        && input.daily_pnl <= -limit
-    {
-        state.killed = Some(KillReason::DailyLoss {
-            loss: -input.daily_pnl,
-            limit,
-        });
-        newly_killed = true;
-    }
-    if let Some(reason) = &state.killed {
-        decision.kill = Some(reason.clone());
-        decision.newly_killed = newly_killed;
-        refuse_all(state, desired, Refusal::Killed, &mut decision.refused);
-        return;
-    }
-    if let Some(limit_ms) = limits.stale_after_ms {
-        let age_ms = input.now_ms.saturating_sub(input.market.ts_ms);
-        if age_ms > limit_ms {
-            refuse_all(
-                state,
-                desired,
-                Refusal::StaleData { age_ms, limit_ms },
-                &mut decision.refused,
-            );
-            return;
-        }
-    }
-
-    let key = |q: &Quote| (q.side, q.level);
-    // Strategies hand over their quotes already in (side, level) order (the balance cap sorts
-    // them); a stable sort would leave them as they are, so only other orders need one.
-    let sorted_copy: Vec<&Quote>;
-    let order: &mut dyn Iterator<Item = &Quote> = if desired.is_sorted_by_key(key) {
-        &mut desired.iter()
-    } else {
-        let mut v: Vec<&Quote> = desired.iter().collect();
-        v.sort_by_key(|q| key(q));
-        sorted_copy = v;
-        &mut sorted_copy.iter().copied()
-    };
-    let position = input.position_base;
-    // Only the quote-exposure limit values the position at a mark.
-    let mark = if limits.max_quote_exposure.is_some() {
-        input.market.mid().or(input.market.last)
-    } else {
-        None
-    };
-    let allowed = &mut decision.allowed;
-    let refused = &mut decision.refused;
-    // Per side: orders accepted, base they add (signed), quote value they add (signed).
-    let mut count = [0u32; 2];
-    let mut base = [Decimal::ZERO; 2];
-    let mut value = [Decimal::ZERO; 2];
-    for q in order {
-        let s = q.side as usize;
-        // ±1 × x, as the product would give it (a zero product is the plain zero).
-        let signed = |x: Decimal| {
-            if x.is_zero() {
-                Decimal::ZERO
-            } else {
-                match q.side {
-                    Side::Buy => x,
-                    Side::Sell => -x,
-                }
-            }
-        };
-        let refusal = if limits
-            .max_open_orders_per_side
-            .is_some_and(|limit| count[s] >= limit)
-        {
-            Some(Refusal::MaxOpenOrders {
-                limit: limits.max_open_orders_per_side.unwrap_or_default(),
-            })
-        } else {
-            let before = position + base[s];
-            let after = before + signed(q.qty);
-            let position_refusal = limits.max_base_position.and_then(|limit| {
-                (after.abs() > limit && after.abs() > before.abs()).then_some(
-                    Refusal::MaxBasePosition {
-                        would_be: after,
-                        limit,
-                    },
-                )
-            });
-            position_refusal.or_else(|| {
-                let limit = limits.max_quote_exposure?;
-                let held = position * mark.unwrap_or(q.price);
-                let before = held + value[s];
-                let after = before + signed(q.price * q.qty);
-                (after.abs() > limit && after.abs() > before.abs()).then_some(
-                    Refusal::MaxQuoteExposure {
-                        would_be: after,
-                        limit,
-                    },
-                )
-            })
-        };
-        match refusal {
-            Some(r) => {
-                state.refusals[r.index()] += 1;
-                refused.push((q.clone(), r));
-            }
-            None => {
-                count[s] += 1;
-                base[s] += signed(q.qty);
-                // Read only by the quote-exposure limit.
-                if limits.max_quote_exposure.is_some() {
-                    value[s] += signed(q.price * q.qty);
-                }
-                allowed.push(q.clone());
-            }
-        }
-    }
+    check_with(limits, state, input, desired, decision, false);
 }
 
 #[cfg(test)]
