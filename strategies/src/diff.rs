@@ -182,9 +182,52 @@ pub fn diff_into(
     now_ms: u64,
     out: &mut Vec<Action>,
 ) {
-    out.clear();
     let tolerance = Fixed::of(policy.tolerance_bps).and_then(Fixed::bps);
     let min_spread = mid.map(|mid| (mid, MinSpread::new(mid, policy.min_spread_bps)));
+    diff_with(
+        desired,
+        live,
+        policy,
+        now_ms,
+        out,
+        Tests {
+            inside_min_spread: |order: &LiveOrder| {
+                min_spread.as_ref().is_some_and(|(mid, m)| {
+                    m.inside(order.side, order.price, *mid, policy.min_spread_bps)
+                })
+            },
+            within_tolerance: |live: Decimal, desired: Decimal| {
+                within_tolerance_exact(live, desired, tolerance)
+                    .unwrap_or_else(|| within_tolerance(live, desired, bps(policy.tolerance_bps)))
+            },
+            larger: |live: Decimal, desired: Decimal| {
+                exact::cmp(live, desired) == Ordering::Greater
+            },
+        },
+    );
+}
+
+/// The three price and size tests the diff makes of each live order: integer ones in
+/// [`diff_into`], the Decimal ones they must reproduce in the tests.
+struct Tests<I, W, L> {
+    inside_min_spread: I,
+    within_tolerance: W,
+    larger: L,
+}
+
+fn diff_with<I, W, L>(
+    desired: &[Quote],
+    live: &[LiveOrder],
+    policy: &RefreshPolicy,
+    now_ms: u64,
+    out: &mut Vec<Action>,
+    tests: Tests<I, W, L>,
+) where
+    I: Fn(&LiveOrder) -> bool,
+    W: Fn(Decimal, Decimal) -> bool,
+    L: Fn(Decimal, Decimal) -> bool,
+{
+    out.clear();
     let mut matched = Matched::new(desired.len());
     for order in live {
         let aged = policy
@@ -197,9 +240,7 @@ pub fn diff_into(
             });
             continue;
         }
-        if let Some((mid, min_spread)) = &min_spread
-            && min_spread.inside(order.side, order.price, *mid, policy.min_spread_bps)
-        {
+        if (tests.inside_min_spread)(order) {
             out.push(Action::Cancel {
                 id: order.id,
                 reason: CancelReason::InsideMinSpread,
@@ -215,13 +256,9 @@ pub fn diff_into(
             Some(i) => {
                 // The slot is consumed either way: kept, or replaced by this desired quote.
                 let q = &desired[i];
-                let within = within_tolerance_exact(order.price, q.price, tolerance)
-                    .unwrap_or_else(|| {
-                        within_tolerance(order.price, q.price, bps(policy.tolerance_bps))
-                    });
-                if !within {
+                if !(tests.within_tolerance)(order.price, q.price) {
                     CancelReason::Repriced
-                } else if exact::cmp(order.qty, q.qty) == Ordering::Greater {
+                } else if (tests.larger)(order.qty, q.qty) {
                     CancelReason::Resized
                 } else {
                     matched.set(i);
@@ -241,7 +278,8 @@ pub fn diff_into(
     }
 }
 
-/// The Decimal-only diff the integer paths must reproduce exactly.
+/// The diff on Decimal tests only, as it was before the integer ones: what they must
+/// reproduce exactly.
 #[cfg(test)]
 fn diff_into_decimal(
     desired: &[Quote],
@@ -251,59 +289,27 @@ fn diff_into_decimal(
     now_ms: u64,
     out: &mut Vec<Action>,
 ) {
-    out.clear();
     let tolerance = bps(policy.tolerance_bps);
     let min_distance = mid.map(|mid| bps(policy.min_spread_bps) * mid);
-    let mut matched = Matched::new(desired.len());
-    for order in live {
-        let aged = policy
-            .max_order_age_ms
-            .is_some_and(|max| now_ms.saturating_sub(order.placed_ms) >= max);
-        if aged {
-            out.push(Action::Cancel {
-                id: order.id,
-                reason: CancelReason::Aged,
-            });
-            continue;
-        }
-        if let (Some(mid), Some(min_distance)) = (mid, min_distance)
-            && inside_min_spread(order.side, order.price, mid, min_distance)
-        {
-            out.push(Action::Cancel {
-                id: order.id,
-                reason: CancelReason::InsideMinSpread,
-            });
-            continue;
-        }
-        let slot = desired
-            .iter()
-            .enumerate()
-            .position(|(i, q)| !matched.get(i) && q.side == order.side && q.level == order.level);
-        let reason = match slot {
-            None => CancelReason::NotDesired,
-            Some(i) => {
-                // The slot is consumed either way: kept, or replaced by this desired quote.
-                let q = &desired[i];
-                if !within_tolerance(order.price, q.price, tolerance) {
-                    CancelReason::Repriced
-                } else if order.qty > q.qty {
-                    CancelReason::Resized
-                } else {
-                    matched.set(i);
-                    continue;
+    diff_with(
+        desired,
+        live,
+        policy,
+        now_ms,
+        out,
+        Tests {
+            inside_min_spread: |order: &LiveOrder| match (mid, min_distance) {
+                (Some(mid), Some(min_distance)) => {
+                    inside_min_spread(order.side, order.price, mid, min_distance)
                 }
-            }
-        };
-        out.push(Action::Cancel {
-            id: order.id,
-            reason,
-        });
-    }
-    for (i, q) in desired.iter().enumerate() {
-        if !matched.get(i) {
-            out.push(Action::Place(q.clone()));
-        }
-    }
+                _ => false,
+            },
+            within_tolerance: |live: Decimal, desired: Decimal| {
+                within_tolerance(live, desired, tolerance)
+            },
+            larger: |live: Decimal, desired: Decimal| live > desired,
+        },
+    );
 }
 
 #[cfg(test)]
