@@ -21,18 +21,7 @@ const U96: u128 = 1 << 96;
 /// Decimal's largest scale.
 const MAX_SCALE: u32 = 28;
 
-const POW10: [i64; 19] = {
-    let mut p = [1i64; 19];
-    let mut i = 1;
-    while i < 19 {
-        p[i] = p[i - 1] * 10;
-        i += 1;
-    }
-    p
-};
-
-/// `m / 10^scale` with a mantissa small enough that aligning it by up to 10^18 stays far inside
-/// i128.
+/// A grid value `m / 10^scale` whose mantissa fits 64 bits, as prices and sizes do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Fixed {
     pub m: i64,
@@ -55,12 +44,7 @@ impl Fixed {
     /// The mantissa at `scale` (not below `self.scale`), when Decimal could hold it exactly.
     #[inline]
     pub fn at(self, scale: u32) -> Option<i128> {
-        let k = scale.checked_sub(self.scale)?;
-        if k == 0 {
-            return Some(i128::from(self.m));
-        }
-        let v = i128::from(self.m) * i128::from(*POW10.get(k as usize)?);
-        fits(v).then_some(v)
+        Wide::from(self).at(scale)
     }
 
     /// `self × 10^-4`, as [`crate::bps`] computes it, when that product is exact.
@@ -166,9 +150,7 @@ impl Wide {
     /// then Decimal's sum is exact as well.
     pub(crate) fn add(self, other: Wide) -> Option<Wide> {
         let scale = self.scale.max(other.scale);
-        let (a, b) = (self.mantissa_at(scale)?, other.mantissa_at(scale)?);
-        Wide::new(a, scale)?;
-        Wide::new(b, scale)?;
+        let (a, b) = (self.at(scale)?, other.at(scale)?);
         Wide::new(a + b, scale)
     }
 
@@ -272,20 +254,16 @@ pub(crate) fn fits_u(m: u128) -> bool {
 }
 
 /// `a.cmp(&b)` without Decimal's out-of-line call: at one scale (two grid prices or two grid
-/// quantities nearly always are) the mantissas compare; otherwise i64 mantissas aligned by up
-/// to 10^18 do, inside i128.
+/// quantities nearly always are) the mantissas compare; otherwise the aligned ones do, where
+/// aligning fits an i128.
 #[inline]
 pub(crate) fn cmp(a: Decimal, b: Decimal) -> Ordering {
     if a.scale() == b.scale() {
         return a.mantissa().cmp(&b.mantissa());
     }
-    let aligned = Fixed::of(a).zip(Fixed::of(b)).and_then(|(x, y)| {
-        let scale = x.scale.max(y.scale);
-        let up =
-            |f: Fixed| Some(i128::from(f.m) * i128::from(*POW10.get((scale - f.scale) as usize)?));
-        Some(up(x)?.cmp(&up(y)?))
-    });
-    aligned.unwrap_or_else(|| a.cmp(&b))
+    Wide::from_decimal(a)
+        .cmp(Wide::from_decimal(b))
+        .unwrap_or_else(|| a.cmp(&b))
 }
 
 /// Decimals for the property tests that hold the integer paths to Decimal's answers.
