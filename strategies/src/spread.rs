@@ -581,16 +581,22 @@ impl SpreadStrategy {
                 continue;
             }
             let skip = self.ping_pong_skip(side);
+            // The closest price the min spread allows, the same for every level of the side.
+            let limit = match (mid, side) {
+                (Some(mid), Side::Buy) => Some(mid.mul(min_bid)?),
+                (Some(mid), Side::Sell) => Some(mid.mul(min_ask)?),
+                (None, _) => None,
+            };
             for shape in self.levels.iter().filter(|l| l.level >= skip) {
                 let (factor, ratio) = match side {
                     Side::Buy => (shape.bid_factor, bid_ratio),
                     Side::Sell => (shape.ask_factor, ask_ratio),
                 };
                 let mut price = center.mul(Wide::from_decimal(factor))?;
-                if let Some(mid) = mid {
+                if let Some(limit) = limit {
                     price = match side {
-                        Side::Buy => price.min(mid.mul(min_bid)?)?,
-                        Side::Sell => price.max(mid.mul(min_ask)?)?,
+                        Side::Buy => price.min(limit)?,
+                        Side::Sell => price.max(limit)?,
                     };
                 }
                 let qty = Wide::from_decimal(shape.qty).mul(ratio)?;
@@ -653,7 +659,6 @@ impl SpreadStrategy {
                 None => return,
             }
         }
-        let skip = |side: Side| self.ping_pong_skip(side);
         // Without a price skew the shift is exactly zero and reference × 1 is the reference
         // itself, value and scale.
         let center = if shift.is_zero() {
@@ -668,7 +673,7 @@ impl SpreadStrategy {
         };
         for shape in &self.levels {
             let level = shape.level;
-            if sides[Side::Buy as usize] && level >= skip(Side::Buy) {
+            if sides[Side::Buy as usize] && level >= self.ping_pong_skip(Side::Buy) {
                 let mut price = center * shape.bid_factor;
                 if let Some(mid) = mid {
                     price = price.min(mid * self.min_bid_factor);
@@ -680,7 +685,7 @@ impl SpreadStrategy {
                     level,
                 });
             }
-            if sides[Side::Sell as usize] && level >= skip(Side::Sell) {
+            if sides[Side::Sell as usize] && level >= self.ping_pong_skip(Side::Sell) {
                 let mut price = center * shape.ask_factor;
                 if let Some(mid) = mid {
                     price = price.max(mid * self.min_ask_factor);
