@@ -120,9 +120,18 @@ impl Wide {
         }
     }
 
+    #[inline]
     pub(crate) fn to_decimal(self) -> Decimal {
-        // In range by construction: every Wide passed `new` or came from a Decimal.
-        Decimal::from_i128_with_scale(self.m, self.scale)
+        // In range by construction: every Wide passed `new` or came from a Decimal. The
+        // parts directly: `from_i128_with_scale` re-checks the range out of line.
+        let m = self.m.unsigned_abs();
+        Decimal::from_parts(
+            m as u32,
+            (m >> 32) as u32,
+            (m >> 64) as u32,
+            self.m < 0,
+            self.scale,
+        )
     }
 
     pub(crate) fn is_zero(self) -> bool {
@@ -219,7 +228,13 @@ impl Wide {
             return Some(100 * n.signum());
         }
         let hundred_n = n.checked_mul(100)?;
-        let (q, r) = (hundred_n.div_euclid(d), hundred_n.rem_euclid(d));
+        // One division: a 64-bit one where the operands fit (the 128-bit one is a library
+        // call), and the remainder from the quotient rather than from a second division.
+        let q = match (i64::try_from(hundred_n), i64::try_from(d)) {
+            (Ok(n), Ok(d)) => i128::from(n.div_euclid(d)),
+            _ => hundred_n.div_euclid(d),
+        };
+        let r = hundred_n - q * d;
         let twice_r = 2 * r;
         // Below 1 in magnitude, Decimal's quotient is within 1e-28 of the exact one, and
         // the exact one lies 1/(200·d) or more from a rounding midpoint unless it is on one

@@ -259,9 +259,10 @@ fn exact_skew_hundredths(
 /// of rules rather than per quote.
 #[derive(Debug, Clone, PartialEq)]
 struct Grid {
-    /// The rules it was built from, byte for byte (Decimal's own equality compares values
-    /// through its slow path; this is a plain memory compare).
-    key: [[u8; 16]; 7],
+    /// The rules it was built from, bit for bit (Decimal's own equality compares values
+    /// through its slow path; this compares seven words inline, where a byte array went
+    /// through a `memcmp` call on every decision).
+    key: [u128; 7],
     tick_dp: u32,
     step_dp: u32,
     /// `max_qty` in lots, rounded down; `None` without the filter.
@@ -274,15 +275,16 @@ struct Grid {
 }
 
 impl Grid {
-    fn key(rules: &SymbolRules) -> [[u8; 16]; 7] {
+    fn key(rules: &SymbolRules) -> [u128; 7] {
+        let bits = |d: Decimal| u128::from_ne_bytes(d.serialize());
         [
-            rules.tick_size.serialize(),
-            rules.step_size.serialize(),
-            rules.min_qty.serialize(),
-            rules.max_qty.serialize(),
-            rules.min_notional.serialize(),
-            rules.max_notional.unwrap_or_default().serialize(),
-            [u8::from(rules.max_notional.is_some()); 16],
+            bits(rules.tick_size),
+            bits(rules.step_size),
+            bits(rules.min_qty),
+            bits(rules.max_qty),
+            bits(rules.min_notional),
+            bits(rules.max_notional.unwrap_or_default()),
+            u128::from(rules.max_notional.is_some()),
         ]
     }
 
@@ -318,7 +320,7 @@ fn exact_finalize(
     raw: &[(Side, u32, Wide, Wide)],
     base_total: Wide,
     quote_total: Wide,
-    market: &MarketSnapshot,
+    (bid, ask): (Wide, Wide),
     grid: &Grid,
     out: &mut Vec<Quote>,
 ) -> Option<()> {
@@ -342,10 +344,6 @@ fn exact_finalize(
         }
     }
     let (tick_dp, step_dp) = (grid.tick_dp, grid.step_dp);
-    let (bid, ask) = (
-        Wide::from_decimal(market.best_bid),
-        Wide::from_decimal(market.best_ask),
-    );
     // A price on the grid is at or above the best ask exactly when its tick count is at or
     // above the ask's rounded up; the tick below the ask is that count minus one. Whole
     // counts compare with the filters the same way (`Grid`).
@@ -560,7 +558,9 @@ impl SpreadStrategy {
             };
             bid_ratio = Wide::new(100 - skew, 2)?;
             ask_ratio = Wide::new(100 + skew, 2)?;
-            shift = Wide::new(-skew, 2)?.mul(Wide::from_decimal(self.price_skew))?;
+            if !self.price_skew.is_zero() {
+                shift = Wide::new(-skew, 2)?.mul(Wide::from_decimal(self.price_skew))?;
+            }
         }
         let center = if shift.is_zero() {
             reference
@@ -582,10 +582,16 @@ impl SpreadStrategy {
             }
             let skip = self.ping_pong_skip(side);
             // The closest price the min spread allows, the same for every level of the side.
-            let limit = match (mid, side) {
-                (Some(mid), Side::Buy) => Some(mid.mul(min_bid)?),
-                (Some(mid), Side::Sell) => Some(mid.mul(min_ask)?),
-                (None, _) => None,
+            let factor = match side {
+                Side::Buy => min_bid,
+                Side::Sell => min_ask,
+            };
+            // Without a min spread the factor is one, and the product the mid itself (at
+            // another scale, which nothing after reads: the limit is only compared).
+            let limit = match mid {
+                Some(mid) if p.min_spread_bps.is_zero() => Some(mid),
+                Some(mid) => Some(mid.mul(factor)?),
+                None => None,
             };
             for shape in self.levels.iter().filter(|l| l.level >= skip) {
                 let (factor, ratio) = match side {
@@ -604,7 +610,7 @@ impl SpreadStrategy {
             }
         }
         let grid = self.grid.as_ref()?;
-        let result = exact_finalize(&raw, base_total, quote_total, ctx.market, grid, out);
+        let result = exact_finalize(&raw, base_total, quote_total, (bid, ask), grid, out);
         self.exact_scratch = raw;
         result
     }
