@@ -158,6 +158,10 @@ impl Wide {
     /// Exact when both operands, aligned to the larger scale, still fit Decimal's mantissa:
     /// then Decimal's sum is exact as well.
     pub(crate) fn add(self, other: Wide) -> Option<Wide> {
+        // Both under 2^96 (every Wide is): their sum cannot overflow an i128.
+        if self.scale == other.scale {
+            return Wide::new(self.m + other.m, self.scale);
+        }
         let scale = self.scale.max(other.scale);
         let (a, b) = (self.at(scale)?, other.at(scale)?);
         Wide::new(a + b, scale)
@@ -176,6 +180,9 @@ impl Wide {
 
     /// Exact comparison; `None` only when aligning the scales overflows an i128.
     pub(crate) fn cmp(self, other: Wide) -> Option<Ordering> {
+        if self.scale == other.scale {
+            return Some(self.m.cmp(&other.m));
+        }
         let scale = self.scale.max(other.scale);
         Some(self.mantissa_at(scale)?.cmp(&other.mantissa_at(scale)?))
     }
@@ -199,13 +206,15 @@ impl Wide {
         if self.scale <= dp {
             return self.mantissa_at(dp);
         }
-        let power = *POW10_WIDE.get((self.scale - dp) as usize)?;
+        let down = self.scale - dp;
         // A 64-bit division where the values allow it: the 128-bit one is a library call
         // several times slower, and prices and sizes nearly always fit.
-        if let (Ok(m), Ok(p)) = (i64::try_from(self.m), i64::try_from(power)) {
-            return Some(i128::from(m.div_euclid(p)));
+        if let Ok(m) = i64::try_from(self.m)
+            && let Some(q) = floor_div_pow10(m, down)
+        {
+            return Some(i128::from(q));
         }
-        Some(self.m.div_euclid(power))
+        Some(self.m.div_euclid(*POW10_WIDE.get(down as usize)?))
     }
 
     /// The value in whole units of 10^-dp, rounded toward positive infinity.
@@ -245,6 +254,21 @@ impl Wide {
         let up = twice_r > d || (twice_r == d && q & 1 == 1);
         Some(if up { q + 1 } else { q })
     }
+}
+
+/// `m.div_euclid(10^e)` for e in 1..=18, each power a constant the compiler divides by with
+/// a multiply and shifts (a hardware division takes ten times as long); `None` for other e.
+#[inline]
+fn floor_div_pow10(m: i64, e: u32) -> Option<i64> {
+    macro_rules! by {
+        ($($e:literal)*) => {
+            match e {
+                $($e => Some(m.div_euclid(10i64.pow($e))),)*
+                _ => None,
+            }
+        };
+    }
+    by!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18)
 }
 
 impl From<Fixed> for Wide {

@@ -404,9 +404,13 @@ fn exact_finalize(
             level,
         });
     }
-    if let Some(lowest_ask) = lowest_ask {
-        let below = Wide::new(lowest_ask, tick_dp)?.to_decimal();
-        out.retain(|q| q.side == Side::Sell || q.price < below);
+    // Every price pushed above is its tick count at the tick's scale: mantissas compare.
+    if let Some(lowest_ask) = lowest_ask
+        && out
+            .iter()
+            .any(|q| q.side == Side::Buy && q.price.mantissa() >= lowest_ask)
+    {
+        out.retain(|q| q.side == Side::Sell || q.price.mantissa() < lowest_ask);
     }
     Some(())
 }
@@ -430,6 +434,9 @@ pub struct SpreadStrategy {
     exact_scratch: Vec<(Side, u32, Wide, Wide)>,
     /// The last rules' grid, for the exact path.
     grid: Option<Grid>,
+    /// The last balances, bit for bit, and their base and quote totals: most decisions see
+    /// the balances of the one before.
+    totals: Option<([u128; 4], Wide, Wide)>,
 }
 
 struct LevelShape {
@@ -464,6 +471,7 @@ impl SpreadStrategy {
             ping_pong_balance: 0,
             exact_scratch: Vec::new(),
             grid: None,
+            totals: None,
         })
     }
 
@@ -540,9 +548,24 @@ impl SpreadStrategy {
             }
         }
         let b = ctx.balances;
-        let base_total = Wide::from_decimal(b.base_free).add(Wide::from_decimal(b.base_locked))?;
-        let quote_total =
-            Wide::from_decimal(b.quote_free).add(Wide::from_decimal(b.quote_locked))?;
+        let bits = |d: Decimal| u128::from_ne_bytes(d.serialize());
+        let key = [
+            bits(b.base_free),
+            bits(b.base_locked),
+            bits(b.quote_free),
+            bits(b.quote_locked),
+        ];
+        let (base_total, quote_total) = match self.totals {
+            Some((k, base, quote)) if k == key => (base, quote),
+            _ => {
+                let base =
+                    Wide::from_decimal(b.base_free).add(Wide::from_decimal(b.base_locked))?;
+                let quote =
+                    Wide::from_decimal(b.quote_free).add(Wide::from_decimal(b.quote_locked))?;
+                self.totals = Some((key, base, quote));
+                (base, quote)
+            }
+        };
         let one = Wide::from_decimal(Decimal::ONE);
         let (mut bid_ratio, mut ask_ratio, mut shift) = (one, one, Wide::ZERO);
         if p.inventory_skew_enabled {
