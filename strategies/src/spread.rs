@@ -255,13 +255,18 @@ fn exact_skew_hundredths(
     ))
 }
 
+/// `a == b` without an early exit: array equality compiles to a `memcmp` call, which cost
+/// more than the comparison itself on every decision.
+fn same_words<const N: usize>(a: &[u128; N], b: &[u128; N]) -> bool {
+    a.iter().zip(b).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0
+}
+
 /// The symbol's filters as whole ticks and lots, for [`exact_finalize`]: built once per set
 /// of rules rather than per quote.
 #[derive(Debug, Clone, PartialEq)]
 struct Grid {
     /// The rules it was built from, bit for bit (Decimal's own equality compares values
-    /// through its slow path; this compares seven words inline, where a byte array went
-    /// through a `memcmp` call on every decision).
+    /// through its slow path; this compares seven words, see [`same_words`]).
     key: [u128; 7],
     tick_dp: u32,
     step_dp: u32,
@@ -504,7 +509,7 @@ impl SpreadStrategy {
         if self
             .grid
             .as_ref()
-            .is_none_or(|g| g.key != Grid::key(ctx.rules))
+            .is_none_or(|g| !same_words(&g.key, &Grid::key(ctx.rules)))
         {
             self.grid = Some(Grid::new(ctx.rules)?);
         }
@@ -556,7 +561,7 @@ impl SpreadStrategy {
             bits(b.quote_locked),
         ];
         let (base_total, quote_total) = match self.totals {
-            Some((k, base, quote)) if k == key => (base, quote),
+            Some((k, base, quote)) if same_words(&k, &key) => (base, quote),
             _ => {
                 let base =
                     Wide::from_decimal(b.base_free).add(Wide::from_decimal(b.base_locked))?;
