@@ -73,6 +73,26 @@ pub struct MarketSnapshot {
 impl MarketSnapshot {
     /// The mid price, only when both sides are present and not crossed.
     pub fn mid(&self) -> Option<Decimal> {
+        let (bid, ask) = (self.best_bid, self.best_ask);
+        // Two prices of one scale (a book's always are) with 64-bit mantissas: Decimal's sum
+        // is the mantissas' sum and its product by 0.5 that sum × 5 one place further, both
+        // exact; the same value and scale without its three compares, add and multiply.
+        if bid.scale() == ask.scale()
+            && bid.scale() < Decimal::MAX_SCALE
+            && let (Ok(b), Ok(a)) = (i64::try_from(bid.mantissa()), i64::try_from(ask.mantissa()))
+        {
+            if !(b > 0 && a > 0 && b < a) {
+                return None;
+            }
+            let m = (i128::from(b) + i128::from(a)) * 5;
+            return Some(
+                exact::Wide {
+                    m,
+                    scale: bid.scale() + 1,
+                }
+                .to_decimal(),
+            );
+        }
         if self.is_two_sided() {
             // × 0.5 is exact and, unlike ÷ 2, stays off Decimal's slow division path.
             Some((self.best_bid + self.best_ask) * HALF)
@@ -269,6 +289,36 @@ pub(crate) fn bps(x: Decimal) -> Decimal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The integer mid is Decimal's `(bid + ask) × 0.5`, value and scale.
+        #[test]
+        fn mid_is_the_decimal_mid(
+            bid in exact::arb::decimal(),
+            ask in exact::arb::decimal(),
+            grid in (1i64..100_000_000, 0i64..1_000, 0u32..=27),
+        ) {
+            let (b, spread, scale) = grid;
+            for (best_bid, best_ask) in [
+                (bid, ask),
+                (Decimal::new(b, scale), Decimal::new(b + spread, scale)),
+            ] {
+                let m = MarketSnapshot {
+                    best_bid,
+                    best_bid_qty: Decimal::ONE,
+                    best_ask,
+                    best_ask_qty: Decimal::ONE,
+                    last: None,
+                    ts_ms: 0,
+                };
+                // Past Decimal's range the sum overflows (and `mid` panics as it always did).
+                let Some(sum) = best_bid.checked_add(best_ask) else { continue };
+                let decimal = m.is_two_sided().then(|| sum * HALF);
+                let bits = |d: Option<Decimal>| d.map(|d| (d.mantissa(), d.scale()));
+                proptest::prop_assert_eq!(bits(m.mid()), bits(decimal));
+            }
+        }
+    }
 
     #[test]
     fn unknown_strategy_lists_the_known_ones() {
