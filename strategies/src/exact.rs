@@ -68,6 +68,7 @@ const POW10_WIDE: [i128; 39] = {
 
 /// `a × b`, or `None` past an i128. Operands that fit 64 bits (nearly all) multiply in one
 /// widening instruction instead of the overflow-checked 128-bit routine.
+#[inline]
 fn widening_mul(a: i128, b: i128) -> Option<i128> {
     match (i64::try_from(a), i64::try_from(b)) {
         (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
@@ -87,6 +88,7 @@ impl Wide {
     pub(crate) const ZERO: Wide = Wide { m: 0, scale: 0 };
 
     /// `m × 10^-scale`, when Decimal could hold it exactly.
+    #[inline]
     pub(crate) fn new(m: i128, scale: u32) -> Option<Wide> {
         (fits(m) && scale <= MAX_SCALE).then_some(Wide { m, scale })
     }
@@ -102,6 +104,7 @@ impl Wide {
     }
 
     /// The mantissa at `scale` (not below `self.scale`), when Decimal could hold it exactly.
+    #[inline]
     pub(crate) fn at(self, scale: u32) -> Option<i128> {
         self.mantissa_at(scale).filter(|m| fits(*m))
     }
@@ -113,6 +116,7 @@ impl Wide {
         }
     }
 
+    #[inline]
     pub(crate) fn from_decimal(d: Decimal) -> Wide {
         Wide {
             m: d.mantissa(),
@@ -143,6 +147,7 @@ impl Wide {
     }
 
     /// The mantissa at a scale at least this value's own.
+    #[inline]
     fn mantissa_at(self, scale: u32) -> Option<i128> {
         let up = scale.checked_sub(self.scale)? as usize;
         if up == 0 {
@@ -151,12 +156,14 @@ impl Wide {
         widening_mul(self.m, *POW10_WIDE.get(up)?)
     }
 
+    #[inline]
     pub(crate) fn mul(self, other: Wide) -> Option<Wide> {
         Wide::new(widening_mul(self.m, other.m)?, self.scale + other.scale)
     }
 
     /// Exact when both operands, aligned to the larger scale, still fit Decimal's mantissa:
     /// then Decimal's sum is exact as well.
+    #[inline]
     pub(crate) fn add(self, other: Wide) -> Option<Wide> {
         // Both under 2^96 (every Wide is): their sum cannot overflow an i128.
         if self.scale == other.scale {
@@ -167,6 +174,7 @@ impl Wide {
         Wide::new(a + b, scale)
     }
 
+    #[inline]
     pub(crate) fn sub(self, other: Wide) -> Option<Wide> {
         self.add(other.neg())
     }
@@ -179,6 +187,7 @@ impl Wide {
     }
 
     /// Exact comparison; `None` only when aligning the scales overflows an i128.
+    #[inline]
     pub(crate) fn cmp(self, other: Wide) -> Option<Ordering> {
         if self.scale == other.scale {
             return Some(self.m.cmp(&other.m));
@@ -187,6 +196,7 @@ impl Wide {
         Some(self.mantissa_at(scale)?.cmp(&other.mantissa_at(scale)?))
     }
 
+    #[inline]
     pub(crate) fn min(self, other: Wide) -> Option<Wide> {
         Some(match self.cmp(other)? {
             Ordering::Greater => other,
@@ -194,6 +204,7 @@ impl Wide {
         })
     }
 
+    #[inline]
     pub(crate) fn max(self, other: Wide) -> Option<Wide> {
         Some(match self.cmp(other)? {
             Ordering::Less => other,
@@ -202,6 +213,7 @@ impl Wide {
     }
 
     /// The value in whole units of 10^-dp, rounded toward negative infinity.
+    #[inline]
     pub(crate) fn floor_units(self, dp: u32) -> Option<i128> {
         if self.scale <= dp {
             return self.mantissa_at(dp);
@@ -218,6 +230,7 @@ impl Wide {
     }
 
     /// The value in whole units of 10^-dp, rounded toward positive infinity.
+    #[inline]
     pub(crate) fn ceil_units(self, dp: u32) -> Option<i128> {
         Some(-self.neg().floor_units(dp)?)
     }
