@@ -261,7 +261,7 @@ fn same_words<const N: usize>(a: &[u128; N], b: &[u128; N]) -> bool {
     a.iter().zip(b).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0
 }
 
-/// The symbol's filters as whole ticks and lots, for [`exact_finalize`]: built once per set
+/// The symbol's filters as whole ticks and lots, for [`ExactFinalize`]: built once per set
 /// of rules rather than per quote.
 #[derive(Debug, Clone, PartialEq)]
 struct Grid {
@@ -318,75 +318,98 @@ impl Grid {
     }
 }
 
-/// [`finalize_in_place`] on exact integers for quotes already in (side, level) order, or
-/// `None` where a balance cap or the max-notional cap would change a quantity (the Decimal
-/// code divides there) or a value leaves the exact range.
-fn exact_finalize(
-    raw: &[(Side, u32, Wide, Wide)],
-    base_total: Wide,
-    quote_total: Wide,
-    (bid, ask): (Wide, Wide),
-    grid: &Grid,
-    out: &mut Vec<Quote>,
-) -> Option<()> {
-    let mut base_left = base_total.max(Wide::ZERO)?;
-    let mut quote_left = quote_total.max(Wide::ZERO)?;
-    for &(side, _, price, qty) in raw {
+/// [`finalize_in_place`] on exact integers, fed the raw quotes one by one in (side, level)
+/// order: the balance cap's running amounts, then the quantization and filters of each. Any
+/// step answering `None` (a balance cap or the max-notional cap that would change a quantity,
+/// which the Decimal code divides for, or a value leaving the exact range) declines the whole
+/// decision, whatever was pushed before it.
+struct ExactFinalize<'g> {
+    grid: &'g Grid,
+    base_left: Wide,
+    quote_left: Wide,
+    /// A price on the grid is at or above the best ask exactly when its tick count is at or
+    /// above the ask's rounded up; the tick below the ask is that count minus one. Whole
+    /// counts compare with the filters the same way (`Grid`).
+    ask_ticks_up: Option<i128>,
+    bid_ticks_down: Option<i128>,
+    lowest_ask: Option<i128>,
+}
+
+impl<'g> ExactFinalize<'g> {
+    fn new(
+        base_total: Wide,
+        quote_total: Wide,
+        (bid, ask): (Wide, Wide),
+        grid: &'g Grid,
+    ) -> Option<Self> {
+        Some(ExactFinalize {
+            grid,
+            base_left: base_total.max(Wide::ZERO)?,
+            quote_left: quote_total.max(Wide::ZERO)?,
+            ask_ticks_up: if ask.is_positive() {
+                Some(ask.ceil_units(grid.tick_dp)?)
+            } else {
+                None
+            },
+            bid_ticks_down: if bid.is_positive() {
+                Some(bid.floor_units(grid.tick_dp)?)
+            } else {
+                None
+            },
+            lowest_ask: None,
+        })
+    }
+
+    /// One raw quote: its share of the balance cap, then its quantized form into `out`
+    /// unless a filter drops it.
+    #[inline]
+    fn push(
+        &mut self,
+        side: Side,
+        level: u32,
+        price: Wide,
+        qty: Wide,
+        out: &mut Vec<Quote>,
+    ) -> Option<()> {
         match side {
             Side::Sell => {
-                if qty.cmp(base_left)? == Ordering::Greater {
+                if qty.cmp(self.base_left)? == Ordering::Greater {
                     return None;
                 }
-                base_left = base_left.sub(qty)?;
+                self.base_left = self.base_left.sub(qty)?;
             }
             Side::Buy => {
                 let cost = price.mul(qty)?;
-                if price.is_positive() && cost.cmp(quote_left)? == Ordering::Greater {
+                if price.is_positive() && cost.cmp(self.quote_left)? == Ordering::Greater {
                     return None;
                 }
-                quote_left = quote_left.sub(cost)?;
+                self.quote_left = self.quote_left.sub(cost)?;
             }
         }
-    }
-    let (tick_dp, step_dp) = (grid.tick_dp, grid.step_dp);
-    // A price on the grid is at or above the best ask exactly when its tick count is at or
-    // above the ask's rounded up; the tick below the ask is that count minus one. Whole
-    // counts compare with the filters the same way (`Grid`).
-    let ask_ticks_up = if ask.is_positive() {
-        Some(ask.ceil_units(tick_dp)?)
-    } else {
-        None
-    };
-    let bid_ticks_down = if bid.is_positive() {
-        Some(bid.floor_units(tick_dp)?)
-    } else {
-        None
-    };
-    let mut lowest_ask = None;
-    for &(side, level, price, qty) in raw {
         if !qty.is_positive() {
-            continue;
+            return Some(());
         }
+        let grid = self.grid;
         let ticks = match side {
             Side::Buy => {
-                let t = price.floor_units(tick_dp)?;
-                match ask_ticks_up {
+                let t = price.floor_units(grid.tick_dp)?;
+                match self.ask_ticks_up {
                     Some(a) if t >= a => a - 1,
                     _ => t,
                 }
             }
             Side::Sell => {
-                let t = price.ceil_units(tick_dp)?;
-                match bid_ticks_down {
+                let t = price.ceil_units(grid.tick_dp)?;
+                match self.bid_ticks_down {
                     Some(b) if t <= b => b + 1,
                     _ => t,
                 }
             }
         };
         if ticks <= 0 {
-            continue;
+            return Some(());
         }
-        let mut lots = qty.floor_units(step_dp)?;
+        let mut lots = qty.floor_units(grid.step_dp)?;
         if let Some(max) = grid.max_lots
             && lots > max
         {
@@ -397,27 +420,31 @@ fn exact_finalize(
             return None;
         }
         if lots <= 0 || lots < grid.min_lots || notional < grid.min_notional {
-            continue;
+            return Some(());
         }
         if side == Side::Sell {
-            lowest_ask = Some(lowest_ask.map_or(ticks, |l: i128| l.min(ticks)));
+            self.lowest_ask = Some(self.lowest_ask.map_or(ticks, |l| l.min(ticks)));
         }
         out.push(Quote {
             side,
-            price: Wide::new(ticks, tick_dp)?.to_decimal(),
-            qty: Wide::new(lots, step_dp)?.to_decimal(),
+            price: Wide::new(ticks, grid.tick_dp)?.to_decimal(),
+            qty: Wide::new(lots, grid.step_dp)?.to_decimal(),
             level,
         });
+        Some(())
     }
-    // Every price pushed above is its tick count at the tick's scale: mantissas compare.
-    if let Some(lowest_ask) = lowest_ask
-        && out
-            .iter()
-            .any(|q| q.side == Side::Buy && q.price.mantissa() >= lowest_ask)
-    {
-        out.retain(|q| q.side == Side::Sell || q.price.mantissa() < lowest_ask);
+
+    /// Drops the bids at or above the lowest ask.
+    fn finish(self, out: &mut Vec<Quote>) {
+        // Every price pushed is its tick count at the tick's scale: mantissas compare.
+        if let Some(lowest_ask) = self.lowest_ask
+            && out
+                .iter()
+                .any(|q| q.side == Side::Buy && q.price.mantissa() >= lowest_ask)
+        {
+            out.retain(|q| q.side == Side::Sell || q.price.mantissa() < lowest_ask);
+        }
     }
-    Some(())
 }
 
 pub struct SpreadStrategy {
@@ -435,8 +462,6 @@ pub struct SpreadStrategy {
     paused_until_ms: [u64; 2],
     /// Buy fills minus sell fills since the last time the two were level (ping-pong).
     ping_pong_balance: i64,
-    /// Reused by [`SpreadStrategy::exact_quotes_into`]: (side, level, price, qty) per quote.
-    exact_scratch: Vec<(Side, u32, Wide, Wide)>,
     /// The last rules' grid, for the exact path.
     grid: Option<Grid>,
     /// The last balances, bit for bit, and their base and quote totals: most decisions see
@@ -474,7 +499,6 @@ impl SpreadStrategy {
             params,
             paused_until_ms: [0; 2],
             ping_pong_balance: 0,
-            exact_scratch: Vec::new(),
             grid: None,
             totals: None,
         })
@@ -600,8 +624,8 @@ impl SpreadStrategy {
             _ => mid,
         };
         // The balance cap goes through the quotes by (side, level): bids first.
-        let mut raw = std::mem::take(&mut self.exact_scratch);
-        raw.clear();
+        let grid = self.grid.as_ref()?;
+        let mut finalize = ExactFinalize::new(base_total, quote_total, (bid, ask), grid)?;
         let min_bid = Wide::from_decimal(self.min_bid_factor);
         let min_ask = Wide::from_decimal(self.min_ask_factor);
         for side in [Side::Buy, Side::Sell] {
@@ -634,13 +658,11 @@ impl SpreadStrategy {
                     };
                 }
                 let qty = Wide::from_decimal(shape.qty).mul(ratio)?;
-                raw.push((side, shape.level, price, qty));
+                finalize.push(side, shape.level, price, qty, out)?;
             }
         }
-        let grid = self.grid.as_ref()?;
-        let result = exact_finalize(&raw, base_total, quote_total, (bid, ask), grid, out);
-        self.exact_scratch = raw;
-        result
+        finalize.finish(out);
+        Some(())
     }
 
     /// The quotes on Decimal throughout: the reference for [`Self::exact_quotes_into`], and
