@@ -17,7 +17,7 @@
 //! market data and fills reach the strategy `feed_latency` after they happen.
 //! Markets are independent (each has its own balances) and run one after another.
 
-use crate::sim::book::{Book, Fill as BookFill, MARKET_OWNER, OrderId, Owner, Resting};
+use crate::sim::book::{Fill as BookFill, MARKET_OWNER, OrderId, Owner, Resting};
 use crate::sim::config::{MarketConfig as SimMarketConfig, SymbolConfig};
 use crate::sim::price_process;
 use rust_decimal::Decimal;
@@ -304,9 +304,112 @@ struct OurFill {
     ts_ms: u64,
 }
 
-/// Exchange side: the simulator's book with the market's displayed touch and our orders.
+/// The venue's book: the simulator's [`crate::sim::book::Book`] semantics (price-time
+/// priority, the same fills in the same order) for what the backtest keeps in it, a few
+/// orders per side (ours and the displayed size queued with them). One short vector per side,
+/// best price first and oldest first within a price, walks faster than a tree of levels
+/// with an id index at this size.
+#[derive(Default)]
+struct VenueBook {
+    /// Per side (Buy, Sell).
+    sides: [Vec<BookEntry>; 2],
+}
+
+struct BookEntry {
+    price: i64,
+    id: OrderId,
+    owner: Owner,
+    qty: Decimal,
+}
+
+impl VenueBook {
+    /// The best price on `side`.
+    fn best(&self, side: Side) -> Option<i64> {
+        self.sides[side as usize].first().map(|e| e.price)
+    }
+
+    /// True if a `side` order limited at `price` would trade on arrival.
+    fn would_cross(&self, side: Side, price: i64) -> bool {
+        self.best(side.opposite())
+            .is_some_and(|p| reaches(side, p, price))
+    }
+
+    /// Adds a resting order behind everything at its price or better.
+    fn insert(&mut self, side: Side, price: i64, order: Resting) {
+        debug_assert!(!self.would_cross(side, price), "inserting a crossing order");
+        let entries = &mut self.sides[side as usize];
+        // The first order at a worse price: one a `side` order limited at `price` would not
+        // reach from the other side.
+        let at = entries
+            .iter()
+            .position(|e| !reaches(side.opposite(), e.price, price))
+            .unwrap_or(entries.len());
+        entries.insert(
+            at,
+            BookEntry {
+                price,
+                id: order.id,
+                owner: order.owner,
+                qty: order.qty,
+            },
+        );
+    }
+
+    /// Removes a resting order; false if it is not in the book.
+    fn cancel(&mut self, id: OrderId) -> bool {
+        for entries in &mut self.sides {
+            if let Some(i) = entries.iter().position(|e| e.id == id) {
+                entries.remove(i);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// An incoming `side` order for `qty` against the other side, best price and oldest
+    /// first, never beyond `limit`: `Book::match_incoming`'s fills, in its order.
+    fn match_incoming(&mut self, side: Side, limit: i64, qty: Decimal, fills: &mut Vec<BookFill>) {
+        let entries = &mut self.sides[side.opposite() as usize];
+        let mut left = qty;
+        // Filled orders are always the front ones: removed together at the end.
+        let mut done_count = 0;
+        while left > Decimal::ZERO {
+            let Some(e) = entries.get_mut(done_count) else {
+                break;
+            };
+            if !reaches(side, e.price, limit) {
+                break;
+            }
+            let take = e.qty.min(left);
+            e.qty -= take;
+            left -= take;
+            let done = e.qty.is_zero();
+            fills.push(BookFill {
+                maker_id: e.id,
+                maker_owner: e.owner,
+                price_ticks: e.price,
+                qty: take,
+                maker_done: done,
+            });
+            if done {
+                done_count += 1;
+            }
+        }
+        entries.drain(..done_count);
+    }
+}
+
+/// Whether a `side` order limited at `limit` reaches a resting order at `price`.
+fn reaches(side: Side, price: i64, limit: i64) -> bool {
+    match side {
+        Side::Buy => price <= limit,
+        Side::Sell => price >= limit,
+    }
+}
+
+/// Exchange side: the market's displayed touch and our orders in a price-time book.
 struct Venue {
-    book: Book,
+    book: VenueBook,
     tick: Decimal,
     /// 1/tick when it is exact (power-of-ten ticks), so converting a price needs no division.
     inv_tick: Option<Decimal>,
@@ -330,20 +433,13 @@ struct Venue {
     rejected: u64,
 }
 
-fn book_side(side: Side) -> crate::sim::Side {
-    match side {
-        Side::Buy => crate::sim::Side::Buy,
-        Side::Sell => crate::sim::Side::Sell,
-    }
-}
-
 impl Venue {
     fn new(symbol: &SymbolConfig) -> Self {
         let tick = symbol.tick_size;
         let normalized = tick.normalize();
         let inv_tick = (normalized.mantissa() == 1).then(|| Decimal::ONE / normalized);
         Venue {
-            book: Book::new(),
+            book: VenueBook::default(),
             tick,
             inv_tick,
             tick_places: (normalized.mantissa() == 1).then(|| normalized.scale()),
@@ -391,9 +487,7 @@ impl Venue {
             VenueAction::Place { id, quote: q } => {
                 let id = *id;
                 let ticks = self.ticks(q.price);
-                if self.book.would_cross(book_side(q.side), ticks)
-                    || self.crosses_touch(q.side, ticks)
-                {
+                if self.book.would_cross(q.side, ticks) || self.crosses_touch(q.side, ticks) {
                     self.rejected += 1;
                     return Some(id);
                 }
@@ -404,7 +498,7 @@ impl Venue {
                     self.add_displayed(q.side, ticks, self.shown_qty[q.side as usize]);
                 }
                 self.book.insert(
-                    book_side(q.side),
+                    q.side,
                     ticks,
                     Resting {
                         id,
@@ -417,7 +511,7 @@ impl Venue {
                 None
             }
             VenueAction::Cancel { id } => {
-                if self.book.cancel(*id).is_some() {
+                if self.book.cancel(*id) {
                     self.cancelled += 1;
                 }
                 self.ours.retain(|o| o.0 != *id);
@@ -444,11 +538,7 @@ impl Venue {
                     // queued with them) are used up in full, or they stop the taker, without
                     // ever being met by us: they are taken from its quantity, in the same
                     // subtractions the matching would do, instead of going through the book.
-                    let first_in_book = match maker {
-                        Side::Buy => self.book.best_bid(),
-                        Side::Sell => self.book.best_ask(),
-                    }
-                    .map(|(p, _)| p);
+                    let first_in_book = self.book.best(maker);
                     for k in 0..depth {
                         let p = touch + outward * k;
                         let reachable = match side {
@@ -459,8 +549,7 @@ impl Venue {
                             break;
                         }
                         if first_in_book.is_none_or(|b| (p - b) * outward < 0) {
-                            if shown > Decimal::ZERO && !self.book.would_cross(book_side(maker), p)
-                            {
+                            if shown > Decimal::ZERO && !self.book.would_cross(maker, p) {
                                 if shown >= qty {
                                     self.drop_unneeded(maker);
                                     return;
@@ -472,7 +561,7 @@ impl Venue {
                         }
                     }
                 }
-                self.take(book_side(*side), *price_ticks, qty, event.ts_ms, out);
+                self.take(*side, *price_ticks, qty, event.ts_ms, out);
                 self.drop_unneeded(maker);
             }
             EventKind::Top {
@@ -484,23 +573,11 @@ impl Venue {
                 ..
             } => {
                 // The market traded through anything at or past the new opposite touch.
-                if self.book.best_ask().is_some_and(|(a, _)| a <= *bid_ticks) {
-                    self.take(
-                        crate::sim::Side::Buy,
-                        *bid_ticks,
-                        Decimal::MAX,
-                        event.ts_ms,
-                        out,
-                    );
+                if self.book.would_cross(Side::Buy, *bid_ticks) {
+                    self.take(Side::Buy, *bid_ticks, Decimal::MAX, event.ts_ms, out);
                 }
-                if self.book.best_bid().is_some_and(|(b, _)| b >= *ask_ticks) {
-                    self.take(
-                        crate::sim::Side::Sell,
-                        *ask_ticks,
-                        Decimal::MAX,
-                        event.ts_ms,
-                        out,
-                    );
+                if self.book.would_cross(Side::Sell, *ask_ticks) {
+                    self.take(Side::Sell, *ask_ticks, Decimal::MAX, event.ts_ms, out);
                 }
                 self.show(Side::Buy, *bid_ticks, *bid_qty, *depth);
                 self.show(Side::Sell, *ask_ticks, *ask_qty, *depth);
@@ -509,17 +586,10 @@ impl Venue {
     }
 
     /// A taker order through the book: the displayed size ahead of us goes first.
-    fn take(
-        &mut self,
-        side: crate::sim::Side,
-        limit: i64,
-        qty: Decimal,
-        ts_ms: u64,
-        out: &mut Vec<OurFill>,
-    ) {
+    fn take(&mut self, side: Side, limit: i64, qty: Decimal, ts_ms: u64, out: &mut Vec<OurFill>) {
         let mut fills = std::mem::take(&mut self.scratch);
         fills.clear();
-        self.book.match_incoming(side, Some(limit), qty, &mut fills);
+        self.book.match_incoming(side, limit, qty, &mut fills);
         for f in &fills {
             if f.maker_owner == OURS {
                 if let Some(i) = self.ours.iter().position(|o| o.0 == f.maker_id) {
@@ -537,10 +607,7 @@ impl Venue {
                     }
                 }
             } else {
-                let s = match side {
-                    crate::sim::Side::Buy => Side::Sell as usize,
-                    crate::sim::Side::Sell => Side::Buy as usize,
-                };
+                let s = side.opposite() as usize;
                 if let Some(i) = self.displayed[s].iter().position(|d| d.0 == f.maker_id) {
                     if f.maker_done {
                         self.displayed[s].remove(i);
@@ -637,7 +704,7 @@ impl Venue {
         self.add_displayed(side, ticks, qty);
         for (id, remaining) in mine {
             self.book.insert(
-                book_side(side),
+                side,
                 ticks,
                 Resting {
                     id,
@@ -679,7 +746,7 @@ impl Venue {
     }
 
     fn add_displayed(&mut self, side: Side, ticks: i64, qty: Decimal) {
-        if qty > Decimal::ZERO && !self.book.would_cross(book_side(side), ticks) {
+        if qty > Decimal::ZERO && !self.book.would_cross(side, ticks) {
             self.insert_market(side, ticks, qty);
         }
     }
@@ -688,7 +755,7 @@ impl Venue {
         let id = self.next_market_id;
         self.next_market_id += 1;
         self.book.insert(
-            book_side(side),
+            side,
             ticks,
             Resting {
                 id,
@@ -1782,6 +1849,55 @@ mod tests {
             let venue = Venue::new(&symbol);
             let price = Decimal::new(mantissa, scale);
             proptest::prop_assert_eq!(venue.ticks(price), venue.ticks_by_multiply(price));
+        }
+
+        /// The venue's vector book fills, refuses and keeps its touch exactly as the
+        /// simulator's book does, under any mix of orders, cancels and takers.
+        #[test]
+        fn the_venue_book_matches_as_the_simulators_book(
+            ops in proptest::collection::vec(
+                (0u8..3, proptest::prelude::any::<bool>(), -4i64..5, 1i64..400, 0u32..3),
+                1..80,
+            ),
+        ) {
+            use crate::sim::book::Book;
+            let to_sim = |side: Side| match side {
+                Side::Buy => crate::sim::Side::Buy,
+                Side::Sell => crate::sim::Side::Sell,
+            };
+            let (mut ours, mut theirs) = (VenueBook::default(), Book::new());
+            let (mut ours_fills, mut their_fills) = (Vec::new(), Vec::new());
+            let mut next_id: OrderId = 1;
+            for (op, buy, price, qty, scale) in ops {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let qty = Decimal::new(qty, scale);
+                match op {
+                    0 => {
+                        let crosses = theirs.would_cross(to_sim(side), price);
+                        proptest::prop_assert_eq!(ours.would_cross(side, price), crosses);
+                        if !crosses {
+                            let order = Resting { id: next_id, owner: (next_id % 2) as Owner, qty };
+                            ours.insert(side, price, order.clone());
+                            theirs.insert(to_sim(side), price, order);
+                            next_id += 1;
+                        }
+                    }
+                    // An id that may be long gone or never placed.
+                    1 => {
+                        let id = (qty.mantissa() as OrderId) % (next_id + 2);
+                        proptest::prop_assert_eq!(ours.cancel(id), theirs.cancel(id).is_some());
+                    }
+                    _ => {
+                        ours_fills.clear();
+                        their_fills.clear();
+                        ours.match_incoming(side, price, qty, &mut ours_fills);
+                        theirs.match_incoming(to_sim(side), Some(price), qty, &mut their_fills);
+                        proptest::prop_assert_eq!(&ours_fills, &their_fills);
+                    }
+                }
+                proptest::prop_assert_eq!(ours.best(Side::Buy), theirs.best_bid().map(|b| b.0));
+                proptest::prop_assert_eq!(ours.best(Side::Sell), theirs.best_ask().map(|a| a.0));
+            }
         }
     }
 
