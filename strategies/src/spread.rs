@@ -638,8 +638,10 @@ impl SpreadStrategy {
                 Side::Buy => min_bid,
                 Side::Sell => min_ask,
             };
-            // Without a min spread the factor is one, and the product the mid itself (at
-            // another scale, which nothing after reads: the limit is only compared).
+            // Without a min spread the factor is one, and the product the mid itself at
+            // another scale. The limit may become the price, but only its value is read
+            // after (compares, products, floors): those agree at any scale, and Decimal's
+            // own product by 1.0000 is exact, since it only drops trailing zeros if it must.
             let limit = match mid {
                 Some(mid) if p.min_spread_bps.is_zero() => Some(mid),
                 Some(mid) => Some(mid.mul(factor)?),
