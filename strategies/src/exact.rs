@@ -212,6 +212,12 @@ impl Wide {
         })
     }
 
+    /// `self.max(Wide::ZERO)` by the sign alone, without aligning the scales.
+    #[inline]
+    pub(crate) fn at_least_zero(self) -> Wide {
+        if self.m < 0 { Wide::ZERO } else { self }
+    }
+
     /// The value in whole units of 10^-dp, rounded toward negative infinity.
     #[inline]
     pub(crate) fn floor_units(self, dp: u32) -> Option<i128> {
@@ -466,6 +472,8 @@ mod wide_tests {
                 prop_assert_eq!(product.to_decimal(), a * b);
             }
             prop_assert_eq!(fa.cmp(fb), Some(a.cmp(&b)));
+            prop_assert_eq!(fa.at_least_zero().to_decimal(), a.max(Decimal::ZERO));
+            prop_assert_eq!(Some(fa.at_least_zero()), fa.max(Wide::ZERO));
             for dp in 0..=10 {
                 let floor = fa.floor_units(dp).expect("small values floor");
                 let ceil = fa.ceil_units(dp).expect("small values ceil");

@@ -344,8 +344,8 @@ impl<'g> ExactFinalize<'g> {
     ) -> Option<Self> {
         Some(ExactFinalize {
             grid,
-            base_left: base_total.max(Wide::ZERO)?,
-            quote_left: quote_total.max(Wide::ZERO)?,
+            base_left: base_total.at_least_zero(),
+            quote_left: quote_total.at_least_zero(),
             ask_ticks_up: if ask.is_positive() {
                 Some(ask.ceil_units(grid.tick_dp)?)
             } else {
