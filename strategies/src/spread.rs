@@ -261,6 +261,12 @@ fn same_words<const N: usize>(a: &[u128; N], b: &[u128; N]) -> bool {
     a.iter().zip(b).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0
 }
 
+/// A Decimal's bits as one word, for the keys [`same_words`] compares: equal bits are the
+/// same value at the same scale.
+fn bits(d: Decimal) -> u128 {
+    u128::from_ne_bytes(d.serialize())
+}
+
 /// The symbol's filters as whole ticks and lots, for [`ExactFinalize`]: built once per set
 /// of rules rather than per quote.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,7 +287,6 @@ struct Grid {
 
 impl Grid {
     fn key(rules: &SymbolRules) -> [u128; 7] {
-        let bits = |d: Decimal| u128::from_ne_bytes(d.serialize());
         [
             bits(rules.tick_size),
             bits(rules.step_size),
@@ -577,7 +582,6 @@ impl SpreadStrategy {
             }
         }
         let b = ctx.balances;
-        let bits = |d: Decimal| u128::from_ne_bytes(d.serialize());
         let key = [
             bits(b.base_free),
             bits(b.base_locked),
