@@ -19,7 +19,9 @@ use std::cmp::Ordering;
 const U96: u128 = 1 << 96;
 
 /// Decimal's largest scale.
-const MAX_SCALE: u32 = 28;
+pub(crate) const MAX_SCALE: u32 = 28;
+/// Decimal's largest mantissa, 2^96 − 1.
+pub(crate) const MAX_MANTISSA: i128 = (U96 - 1) as i128;
 
 /// A grid value `m / 10^scale` whose mantissa fits 64 bits, as prices and sizes do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -376,6 +376,13 @@ impl<'g> ExactFinalize<'g> {
         qty: Wide,
         out: &mut Vec<Quote>,
     ) -> Option<()> {
+        self.cap(side, price, qty)?;
+        self.quantize(side, level, price, qty, out)
+    }
+
+    /// One raw quote's share of the balance cap; `None` where it binds.
+    #[inline]
+    fn cap(&mut self, side: Side, price: Wide, qty: Wide) -> Option<()> {
         match side {
             Side::Sell => {
                 if qty.cmp(self.base_left)? == Ordering::Greater {
@@ -391,6 +398,20 @@ impl<'g> ExactFinalize<'g> {
                 self.quote_left = self.quote_left.sub(cost)?;
             }
         }
+        Some(())
+    }
+
+    /// The quote's quantized form into `out`, unless a filter drops it; `None` where the
+    /// max-notional cap would change its quantity.
+    #[inline]
+    fn quantize(
+        &mut self,
+        side: Side,
+        level: u32,
+        price: Wide,
+        qty: Wide,
+        out: &mut Vec<Quote>,
+    ) -> Option<()> {
         if !qty.is_positive() {
             return Some(());
         }
@@ -452,6 +473,90 @@ impl<'g> ExactFinalize<'g> {
     }
 }
 
+/// The level shapes as integers at one scale, for [`SpreadStrategy::tick_quotes_into`]: the
+/// mid-based setup without a price skew, where every price is the mid times a constant and
+/// every size a constant times the skew's ratio.
+#[derive(Debug, Clone)]
+struct TickPlan {
+    /// The scale of every factor below.
+    factor_scale: u32,
+    /// Per level (in `levels` order): the bid and ask multipliers of the mid.
+    bid_factors: Vec<i128>,
+    ask_factors: Vec<i128>,
+    /// The min spread's multipliers (one without a min spread).
+    min_bid_factor: i128,
+    min_ask_factor: i128,
+    /// The scale of every size below.
+    qty_scale: u32,
+    /// Per level: the size at a ratio of one.
+    qtys: Vec<i128>,
+    /// The largest mid mantissa for which every product the Decimal code forms from it (a
+    /// price, a price times a size) stays exact; a larger one leaves the decision to the
+    /// other paths.
+    max_mid: i128,
+}
+
+impl TickPlan {
+    /// `None` for any other setup: another price source, a price skew, a factor that is not
+    /// positive, or scales past Decimal's.
+    fn new(strategy: &SpreadStrategy) -> Option<TickPlan> {
+        let p = &strategy.params;
+        if p.price_source != PriceSource::Mid || !strategy.price_skew.is_zero() {
+            return None;
+        }
+        let levels = &strategy.levels;
+        let factors = levels
+            .iter()
+            .flat_map(|l| [l.bid_factor, l.ask_factor])
+            .chain([strategy.min_bid_factor, strategy.min_ask_factor]);
+        let factor_scale = factors.clone().map(|f| f.scale()).max()?;
+        let qty_scale = levels.iter().map(|l| l.qty.scale()).max()?;
+        let at = |d: Decimal, scale: u32| {
+            Wide::from_decimal(d)
+                .at(scale)
+                .filter(|m| *m > 0 && i64::try_from(*m).is_ok())
+        };
+        let max_factor = factors
+            .map(|f| at(f, factor_scale))
+            .try_fold(0, |m, f| Some(m.max(f?)))?;
+        let bid_factors = levels
+            .iter()
+            .map(|l| at(l.bid_factor, factor_scale))
+            .collect::<Option<Vec<_>>>()?;
+        let ask_factors = levels
+            .iter()
+            .map(|l| at(l.ask_factor, factor_scale))
+            .collect::<Option<Vec<_>>>()?;
+        let qtys = levels
+            .iter()
+            .map(|l| at(l.qty, qty_scale))
+            .collect::<Option<Vec<_>>>()?;
+        // A size at the largest ratio, two (skew −1), in hundredths.
+        let max_qty = qtys.iter().max()?.checked_mul(200)?;
+        Some(TickPlan {
+            factor_scale,
+            min_bid_factor: at(strategy.min_bid_factor, factor_scale)?,
+            min_ask_factor: at(strategy.min_ask_factor, factor_scale)?,
+            bid_factors,
+            ask_factors,
+            qty_scale,
+            qtys,
+            max_mid: (crate::exact::MAX_MANTISSA).checked_div(max_factor.checked_mul(max_qty)?)?,
+        })
+    }
+}
+
+/// Whether `left` covers `total` (both at least zero) without a step of the Decimal code's
+/// running subtraction leaving its exact range: each partial sum lies between zero and
+/// `total`, so each remainder between `left − total` and `left`.
+#[inline]
+fn covers(left: Wide, total: Wide) -> Option<()> {
+    if total.scale > left.scale {
+        left.at(total.scale)?;
+    }
+    (total.cmp(left)? != Ordering::Greater).then_some(())
+}
+
 pub struct SpreadStrategy {
     params: SpreadParams,
     /// Per level: price multipliers from the reference (1 ∓ spread) and quantity, computed once.
@@ -472,6 +577,8 @@ pub struct SpreadStrategy {
     /// The last balances, bit for bit, and their base and quote totals: most decisions see
     /// the balances of the one before.
     totals: Option<([u128; 4], Wide, Wide)>,
+    /// `None` where [`Self::tick_quotes_into`] does not apply to the parameters.
+    tick_plan: Option<TickPlan>,
 }
 
 struct LevelShape {
@@ -495,7 +602,7 @@ impl SpreadStrategy {
                 }
             })
             .collect();
-        Ok(SpreadStrategy {
+        let mut strategy = SpreadStrategy {
             levels,
             skew_range: params.total_order_qty() * params.inventory_range_multiplier,
             price_skew: bps(params.inventory_price_skew_bps),
@@ -506,7 +613,10 @@ impl SpreadStrategy {
             ping_pong_balance: 0,
             grid: None,
             totals: None,
-        })
+            tick_plan: None,
+        };
+        strategy.tick_plan = TickPlan::new(&strategy);
+        Ok(strategy)
     }
 
     pub fn params(&self) -> &SpreadParams {
@@ -527,6 +637,164 @@ impl SpreadStrategy {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
+    /// The grid of `rules` for the integer paths, rebuilt only when the rules change; `None`
+    /// where those paths do not apply (see [`Grid::new`]).
+    #[inline]
+    fn refresh_grid(&mut self, rules: &SymbolRules) -> Option<()> {
+        if self
+            .grid
+            .as_ref()
+            .is_none_or(|g| !same_words(&g.key, &Grid::key(rules)))
+        {
+            self.grid = Some(Grid::new(rules)?);
+        }
+        Some(())
+    }
+
+    /// Which sides quote (index `Side as usize`) at `reference`: the price ceiling and floor,
+    /// and the pause after a fill.
+    #[inline]
+    fn exact_sides(&self, reference: Wide, now_ms: u64) -> Option<[bool; 2]> {
+        let p = &self.params;
+        let mut sides = [true, true];
+        if let Some(ceiling) = p.price_ceiling
+            && reference.cmp(Wide::from_decimal(ceiling))? == Ordering::Greater
+        {
+            sides[Side::Buy as usize] = false;
+        }
+        if let Some(floor) = p.price_floor
+            && reference.cmp(Wide::from_decimal(floor))? == Ordering::Less
+        {
+            sides[Side::Sell as usize] = false;
+        }
+        for side in [Side::Buy, Side::Sell] {
+            if now_ms < self.paused_until_ms[side as usize] {
+                sides[side as usize] = false;
+            }
+        }
+        Some(sides)
+    }
+
+    /// The base and quote totals (free + locked), kept while the balances stay the same.
+    #[inline]
+    fn exact_totals(&mut self, b: &Balances) -> Option<(Wide, Wide)> {
+        let key = [
+            bits(b.base_free),
+            bits(b.base_locked),
+            bits(b.quote_free),
+            bits(b.quote_locked),
+        ];
+        Some(match self.totals {
+            Some((k, base, quote)) if same_words(&k, &key) => (base, quote),
+            _ => {
+                let base =
+                    Wide::from_decimal(b.base_free).add(Wide::from_decimal(b.base_locked))?;
+                let quote =
+                    Wide::from_decimal(b.quote_free).add(Wide::from_decimal(b.quote_locked))?;
+                self.totals = Some((key, base, quote));
+                (base, quote)
+            }
+        })
+    }
+
+    /// [`exact_skew_hundredths`] with this strategy's target and range.
+    #[inline]
+    fn exact_skew(&self, (base, quote): (Wide, Wide), reference: Wide) -> Option<Option<i128>> {
+        exact_skew_hundredths(
+            base,
+            quote,
+            reference,
+            Wide::from_decimal(self.params.inventory_target_base_pct),
+            Wide::from_decimal(self.skew_range),
+        )
+    }
+
+    /// [`Self::exact_quotes_into`] for its most common case, on [`TickPlan`]'s integers: the
+    /// mid of a two-sided book whose bid and ask share a scale, without a price skew. Each
+    /// price is the mid times a constant and each size a constant times the skew's ratio, so
+    /// no scale is aligned per quote; and as every raw price and size is positive, the
+    /// balance cap binds exactly when a side's total exceeds its balance, checked once per
+    /// side. `None` where this path does not apply or a cap binds: the next path decides.
+    fn tick_quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) -> Option<()> {
+        let plan = self.tick_plan.as_ref()?;
+        let (bid, ask) = (ctx.market.best_bid, ctx.market.best_ask);
+        let price_scale = bid.scale();
+        let (bid_m, ask_m) = (bid.mantissa(), ask.mantissa());
+        if ask.scale() != price_scale || bid_m <= 0 || bid_m >= ask_m {
+            return None;
+        }
+        // (bid + ask) × 0.5, as Decimal forms it: both under 2^96, so no overflow.
+        let mid = (bid_m + ask_m) * 5;
+        let mid_scale = price_scale + 1;
+        let quote_scale = mid_scale + plan.factor_scale;
+        let size_scale = plan.qty_scale + 2;
+        if mid > plan.max_mid || quote_scale + size_scale > crate::exact::MAX_SCALE {
+            return None;
+        }
+        let reference = Wide::new(mid, mid_scale)?;
+        self.refresh_grid(ctx.rules)?;
+        out.clear();
+        let sides = self.exact_sides(reference, ctx.now_ms)?;
+        let totals = self.exact_totals(ctx.balances)?;
+        let skew = if self.params.inventory_skew_enabled {
+            let Some(skew) = self.exact_skew(totals, reference)? else {
+                return Some(());
+            };
+            skew
+        } else {
+            0
+        };
+        let plan = self.tick_plan.as_ref()?;
+        let grid = self.grid.as_ref()?;
+        let mut finalize = ExactFinalize::new(
+            totals.0,
+            totals.1,
+            (Wide::from_decimal(bid), Wide::from_decimal(ask)),
+            grid,
+        )?;
+        let (mut cost, mut sold) = (0i128, 0i128);
+        for side in [Side::Buy, Side::Sell] {
+            if !sides[side as usize] {
+                continue;
+            }
+            let skip = self.ping_pong_skip(side);
+            let (factors, limit, ratio) = match side {
+                Side::Buy => (&plan.bid_factors, plan.min_bid_factor, 100 - skew),
+                Side::Sell => (&plan.ask_factors, plan.min_ask_factor, 100 + skew),
+            };
+            // `max_mid` keeps every product here under 2^96.
+            let limit = mid * limit;
+            for ((shape, factor), qty) in self.levels.iter().zip(factors).zip(&plan.qtys) {
+                if shape.level < skip {
+                    continue;
+                }
+                let price = match side {
+                    Side::Buy => (mid * factor).min(limit),
+                    Side::Sell => (mid * factor).max(limit),
+                };
+                let size = qty * ratio;
+                match side {
+                    Side::Buy => cost += price * size,
+                    Side::Sell => sold += size,
+                }
+                finalize.quantize(
+                    side,
+                    shape.level,
+                    Wide::new(price, quote_scale)?,
+                    Wide::new(size, size_scale)?,
+                    out,
+                )?;
+            }
+        }
+        covers(
+            finalize.quote_left,
+            Wide::new(cost, quote_scale + size_scale)?,
+        )?;
+        covers(finalize.base_left, Wide::new(sold, size_scale)?)?;
+        finalize.finish(out);
+        Some(())
+    }
+
     /// What `finalize(raw_quotes)` gives, computed on exact integers ([`Wide`]): the same
     /// formulas in the same order, hence the same values, at a tenth of the cost. `None` where
     /// this path does not apply or cannot be sure to agree (a tick or step that is not a power
@@ -535,13 +803,7 @@ impl SpreadStrategy {
     /// tick's scale and quantities at the step's, where the Decimal code's scales follow its
     /// operands (`0.0099` against `0.00990`); the values are equal.
     fn exact_quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) -> Option<()> {
-        if self
-            .grid
-            .as_ref()
-            .is_none_or(|g| !same_words(&g.key, &Grid::key(ctx.rules)))
-        {
-            self.grid = Some(Grid::new(ctx.rules)?);
-        }
+        self.refresh_grid(ctx.rules)?;
         out.clear();
         let p = &self.params;
         let market = ctx.market;
@@ -565,51 +827,13 @@ impl SpreadStrategy {
         let Some(reference) = reference.filter(|r| r.is_positive()) else {
             return Some(());
         };
-        let mut sides = [true, true];
-        if let Some(ceiling) = p.price_ceiling
-            && reference.cmp(Wide::from_decimal(ceiling))? == Ordering::Greater
-        {
-            sides[Side::Buy as usize] = false;
-        }
-        if let Some(floor) = p.price_floor
-            && reference.cmp(Wide::from_decimal(floor))? == Ordering::Less
-        {
-            sides[Side::Sell as usize] = false;
-        }
-        for side in [Side::Buy, Side::Sell] {
-            if ctx.now_ms < self.paused_until_ms[side as usize] {
-                sides[side as usize] = false;
-            }
-        }
-        let b = ctx.balances;
-        let key = [
-            bits(b.base_free),
-            bits(b.base_locked),
-            bits(b.quote_free),
-            bits(b.quote_locked),
-        ];
-        let (base_total, quote_total) = match self.totals {
-            Some((k, base, quote)) if same_words(&k, &key) => (base, quote),
-            _ => {
-                let base =
-                    Wide::from_decimal(b.base_free).add(Wide::from_decimal(b.base_locked))?;
-                let quote =
-                    Wide::from_decimal(b.quote_free).add(Wide::from_decimal(b.quote_locked))?;
-                self.totals = Some((key, base, quote));
-                (base, quote)
-            }
-        };
+        let sides = self.exact_sides(reference, ctx.now_ms)?;
+        let (base_total, quote_total) = self.exact_totals(ctx.balances)?;
+        let p = &self.params;
         let one = Wide::from_decimal(Decimal::ONE);
         let (mut bid_ratio, mut ask_ratio, mut shift) = (one, one, Wide::ZERO);
         if p.inventory_skew_enabled {
-            let Some(skew) = exact_skew_hundredths(
-                base_total,
-                quote_total,
-                reference,
-                Wide::from_decimal(p.inventory_target_base_pct),
-                Wide::from_decimal(self.skew_range),
-            )?
-            else {
+            let Some(skew) = self.exact_skew((base_total, quote_total), reference)? else {
                 return Some(());
             };
             bid_ratio = Wide::new(100 - skew, 2)?;
@@ -797,7 +1021,7 @@ impl Strategy for SpreadStrategy {
     }
 
     fn quotes_into(&mut self, ctx: &Context<'_>, out: &mut Vec<Quote>) {
-        if self.exact_quotes_into(ctx, out).is_none() {
+        if self.tick_quotes_into(ctx, out).is_none() && self.exact_quotes_into(ctx, out).is_none() {
             self.decimal_quotes_into(ctx, out);
         }
     }
@@ -1089,17 +1313,32 @@ mod tests {
         (decimal, taken)
     }
 
+    /// What the tick path answers, from a buffer holding stale quotes (it must clear them).
+    fn tick(s: &mut SpreadStrategy, ctx: &Context<'_>) -> Option<Vec<Quote>> {
+        let mut out = vec![Quote {
+            side: Side::Buy,
+            price: dec!(1),
+            qty: dec!(1),
+            level: 9,
+        }];
+        s.tick_quotes_into(ctx, &mut out).map(|()| out)
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
-        /// The exact-integer path gives the Decimal path's quotes, value for value, whenever
-        /// it answers at all: same sides, levels and order, same prices and sizes.
+        /// The exact-integer paths (the tick path, and the exact path it falls back to) give
+        /// the Decimal path's quotes, value for value, whenever they answer at all: same sides,
+        /// levels and order, same prices and sizes. Half the cases quote from the mid without
+        /// a price skew, where the tick path applies.
         #[test]
         fn the_exact_path_quotes_what_the_decimal_path_quotes(
             spreads in (0i64..3_000, 0i64..3_000, 0u32..=2),
             levels in (1u32..=3, 0i64..200, 0i64..50),
             qty in (1i64..50_000, 0u32..=6),
-            skew in (proptest::prelude::any::<bool>(), 0i64..=100, 1i64..40, 0i64..200),
-            extra in (0i64..100, 0u8..5, proptest::prelude::any::<bool>(),
+            skew in (proptest::prelude::any::<bool>(), 0i64..=100, 1i64..40,
+                proptest::prop_oneof![proptest::strategy::Just(0i64), 0i64..200]),
+            extra in (0i64..100, proptest::prop_oneof![proptest::strategy::Just(0u8), 0u8..5],
+                proptest::prelude::any::<bool>(),
                 proptest::option::weighted(0.1, 1i64..20_000_000),
                 proptest::option::weighted(0.1, 1i64..20_000_000)),
             grid in (0u32..=4, 0u32..=7, proptest::prelude::any::<bool>()),
@@ -1108,68 +1347,191 @@ mod tests {
             balances in (-1_000i64..1_000_000_000_000, 0u32..=8, -1_000i64..1_000_000_000_000, 0u32..=10, 0u8..4),
             paused in (0u8..4, proptest::prelude::any::<bool>()),
         ) {
-            let text = params_toml(spreads, levels, qty, skew, extra);
-            let table: toml::Value = toml::from_str(&text).unwrap();
-            let Ok(p) = crate::params::deserialize::<SpreadParams, _>(NAME, table) else {
-                return Ok(());
-            };
-            let Ok(mut s) = SpreadStrategy::new(p) else {
-                return Ok(());
-            };
-            let (tick_dp, step_dp, odd_grid) = grid;
-            let rules = SymbolRules {
-                // Now and then a grid that is not a power of ten: the exact path declines it.
-                tick_size: if odd_grid && tick_dp == 0 { dec(5, 2) } else { dec(1, tick_dp) },
-                step_size: dec(1, step_dp),
-                min_qty: dec(limits.0, step_dp),
-                max_qty: dec(limits.3, 2),
-                min_notional: dec(limits.1, 2),
-                max_notional: limits.2.map(|m| dec(m, 1)),
-            };
-            // Best bid and ask in ticks (an extra scale puts them off the grid now and then),
-            // sometimes crossed or with one side empty.
-            let (bid_ticks, spread_ticks, extra_scale, last) = book;
-            let at = |ticks: i64| dec(ticks * 10i64.pow(extra_scale), tick_dp + extra_scale);
-            let market = MarketSnapshot {
-                best_bid: at(bid_ticks),
-                best_bid_qty: dec(3, 0),
-                best_ask: if spread_ticks == -3 { Decimal::ZERO } else { at(bid_ticks + spread_ticks) },
-                best_ask_qty: dec(1, 0),
-                last: last.map(|l| dec(l, tick_dp + 1)),
+            all_paths_agree(spreads, levels, qty, skew, extra, grid, book, limits, balances, paused)?;
+        }
+
+        /// The tick path where it applies: quotes from the mid of a two-sided book at one
+        /// scale, without a price skew, on balances from scarce (a cap binds, and the path
+        /// declines) to ample.
+        #[test]
+        fn the_tick_path_quotes_what_the_decimal_path_quotes(
+            spreads in (0i64..3_000, 0i64..3_000, 0u32..=2),
+            levels in (1u32..=4, 0i64..200, 0i64..50),
+            qty in (1i64..50_000, 0u32..=6),
+            skew in (proptest::prelude::any::<bool>(), 0i64..=100, 1i64..40),
+            extra in (0i64..100, proptest::prelude::any::<bool>(),
+                proptest::option::weighted(0.1, 1i64..20_000_000),
+                proptest::option::weighted(0.1, 1i64..20_000_000)),
+            grid in (0u32..=4, 0u32..=7),
+            book in (1i64..10_000_000, 1i64..60, 0u32..=3),
+            limits in (0i64..1_000, 0i64..500_000, proptest::option::weighted(0.3, 1i64..100_000_000), 0i64..10_000),
+            balances in (0i64..1_000_000_000_000, 0u32..=8, 0i64..1_000_000_000_000_000, 0u32..=6, 0u8..4),
+            paused in (0u8..4, proptest::prelude::any::<bool>()),
+        ) {
+            let (skew_on, target, multiplier) = skew;
+            let (min_spread, ping_pong, ceiling, floor) = extra;
+            let (grid_tick, grid_step) = grid;
+            let (bid, spread, extra_scale) = book;
+            all_paths_agree(
+                spreads, levels, qty,
+                (skew_on, target, multiplier, 0),
+                (min_spread, 0, ping_pong, ceiling, floor),
+                (grid_tick, grid_step, false),
+                (bid, spread, extra_scale, None),
+                limits, balances, paused,
+            )?;
+        }
+    }
+
+    /// Every integer path's answer to one case of the property tests, against the Decimal
+    /// path's (see [`params_toml`] for the parameter tuples).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn all_paths_agree(
+        spreads: (i64, i64, u32),
+        levels: (u32, i64, i64),
+        qty: (i64, u32),
+        skew: (bool, i64, i64, i64),
+        extra: (i64, u8, bool, Option<i64>, Option<i64>),
+        grid: (u32, u32, bool),
+        book: (i64, i64, u32, Option<i64>),
+        limits: (i64, i64, Option<i64>, i64),
+        balances: (i64, u32, i64, u32, u8),
+        paused: (u8, bool),
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let text = params_toml(spreads, levels, qty, skew, extra);
+        let table: toml::Value = toml::from_str(&text).unwrap();
+        let Ok(p) = crate::params::deserialize::<SpreadParams, _>(NAME, table) else {
+            return Ok(());
+        };
+        let Ok(mut s) = SpreadStrategy::new(p) else {
+            return Ok(());
+        };
+        let (tick_dp, step_dp, odd_grid) = grid;
+        let rules = SymbolRules {
+            // Now and then a grid that is not a power of ten: the exact path declines it.
+            tick_size: if odd_grid && tick_dp == 0 {
+                dec(5, 2)
+            } else {
+                dec(1, tick_dp)
+            },
+            step_size: dec(1, step_dp),
+            min_qty: dec(limits.0, step_dp),
+            max_qty: dec(limits.3, 2),
+            min_notional: dec(limits.1, 2),
+            max_notional: limits.2.map(|m| dec(m, 1)),
+        };
+        // Best bid and ask in ticks (an extra scale puts them off the grid now and then),
+        // sometimes crossed or with one side empty.
+        let (bid_ticks, spread_ticks, extra_scale, last) = book;
+        let at = |ticks: i64| dec(ticks * 10i64.pow(extra_scale), tick_dp + extra_scale);
+        let market = MarketSnapshot {
+            best_bid: at(bid_ticks),
+            best_bid_qty: dec(3, 0),
+            best_ask: if spread_ticks == -3 {
+                Decimal::ZERO
+            } else {
+                at(bid_ticks + spread_ticks)
+            },
+            best_ask_qty: dec(1, 0),
+            last: last.map(|l| dec(l, tick_dp + 1)),
+            ts_ms: 0,
+        };
+        let (base, base_scale, quote, quote_scale, locked) = balances;
+        let (base, quote) = (dec(base, base_scale), dec(quote, quote_scale));
+        let share = Decimal::new(i64::from(locked), 1) / Decimal::from(3);
+        let share = share.round_dp(1);
+        let b = Balances {
+            base_free: base - (base * share).round_dp(base_scale),
+            base_locked: (base * share).round_dp(base_scale),
+            quote_free: quote,
+            quote_locked: Decimal::ZERO,
+        };
+        let (pause_mask, fill_side_buy) = paused;
+        if pause_mask & 1 == 1 {
+            s.on_fill(&Fill {
+                side: if fill_side_buy { Side::Buy } else { Side::Sell },
+                price: dec(1, 0),
+                qty: dec(1, 0),
+                fee_quote: Decimal::ZERO,
                 ts_ms: 0,
-            };
-            let (base, base_scale, quote, quote_scale, locked) = balances;
-            let (base, quote) = (dec(base, base_scale), dec(quote, quote_scale));
-            let share = Decimal::new(i64::from(locked), 1) / Decimal::from(3);
-            let share = share.round_dp(1);
-            let b = Balances {
-                base_free: base - (base * share).round_dp(base_scale),
-                base_locked: (base * share).round_dp(base_scale),
-                quote_free: quote,
-                quote_locked: Decimal::ZERO,
-            };
-            let (pause_mask, fill_side_buy) = paused;
-            if pause_mask & 1 == 1 {
-                s.on_fill(&Fill {
-                    side: if fill_side_buy { Side::Buy } else { Side::Sell },
-                    price: dec(1, 0),
-                    qty: dec(1, 0),
-                    fee_quote: Decimal::ZERO,
-                    ts_ms: 0,
-                });
-            }
+            });
+        }
+        let ctx = Context {
+            now_ms: if pause_mask & 2 == 2 { 0 } else { 10_000_000 },
+            rules: &rules,
+            market: &market,
+            balances: &b,
+            live: &[],
+        };
+        let (decimal, exact) = decimal_and_exact(&mut s, &ctx);
+        let shape = |q: &[Quote]| {
+            q.iter()
+                .map(|q| (q.side, q.level, q.price, q.qty))
+                .collect::<Vec<_>>()
+        };
+        if let Some(exact) = exact {
+            proptest::prop_assert_eq!(
+                shape(&exact),
+                shape(&decimal),
+                "{}\n{:?}\n{:?}\n{:?}",
+                text,
+                rules,
+                market,
+                b
+            );
+        }
+        if let Some(tick) = tick(&mut s, &ctx) {
+            proptest::prop_assert_eq!(
+                shape(&tick),
+                shape(&decimal),
+                "tick path\n{}\n{:?}\n{:?}\n{:?}",
+                text,
+                rules,
+                market,
+                b
+            );
+        }
+        Ok(())
+    }
+
+    /// The tick path must stay the one that runs for the backtest benchmark's parameters on
+    /// an ordinary book, and hand over to the other paths where a balance cap binds.
+    #[test]
+    fn the_tick_path_takes_ordinary_quotes_and_declines_a_binding_cap() {
+        let mut s = strategy(
+            "bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = \"0.01\"\n\
+             inventory_skew_enabled = true\ninventory_range_multiplier = 2\nrefresh_tolerance_bps = 2",
+        );
+        let rules = rules();
+        let market = MarketSnapshot {
+            best_bid: dec!(60012.34),
+            best_bid_qty: dec!(0.5),
+            best_ask: dec!(60012.37),
+            best_ask_qty: dec!(0.4),
+            last: None,
+            ts_ms: 0,
+        };
+        let ample = balances(dec!(1.00731), dec!(59323.702589012));
+        // Skew −0.25 (300 of base in an 800 portfolio, range 400): bids of 0.0125 BTC at
+        // ~59950, ~750 USDT that 500 cannot cover.
+        let scarce = balances(dec!(0.005), dec!(500));
+        for (b, binds) in [(ample, false), (scarce, true)] {
             let ctx = Context {
-                now_ms: if pause_mask & 2 == 2 { 0 } else { 10_000_000 },
+                now_ms: 0,
                 rules: &rules,
                 market: &market,
                 balances: &b,
                 live: &[],
             };
-            let (decimal, exact) = decimal_and_exact(&mut s, &ctx);
-            if let Some(exact) = exact {
-                let shape = |q: &[Quote]| q.iter().map(|q| (q.side, q.level, q.price, q.qty)).collect::<Vec<_>>();
-                proptest::prop_assert_eq!(shape(&exact), shape(&decimal), "{}\n{:?}\n{:?}\n{:?}", text, rules, market, b);
+            let (decimal, _) = decimal_and_exact(&mut s, &ctx);
+            assert_eq!(tick(&mut s, &ctx).is_none(), binds);
+            if let Some(tick) = tick(&mut s, &ctx) {
+                assert_eq!(tick.len(), 2);
+                assert_eq!(tick, decimal);
             }
+            let mut quoted = Vec::new();
+            s.quotes_into(&ctx, &mut quoted);
+            assert_eq!(quoted, decimal);
         }
     }
 
