@@ -791,9 +791,10 @@ struct Trader {
     desired: Vec<Quote>,
     decision: RiskDecision,
     actions: Vec<Action>,
-    /// (base, quote) the live orders lock, while `live` is unchanged: most decisions change
-    /// nothing, and the sum takes a multiply per bid.
-    locked: Option<(Decimal, Decimal)>,
+    /// The balances (free and locked in the live orders) while neither `live` nor the
+    /// totals change: most decisions change nothing, and the sums take a multiply per bid
+    /// and Decimal subtractions across scales.
+    balances: Option<Balances>,
     /// `limits` without `max_daily_loss`, for decisions where the day's loss provably cannot
     /// reach it.
     limits_without_daily_loss: RiskLimits,
@@ -830,7 +831,7 @@ impl Trader {
             desired: Vec::new(),
             decision: RiskDecision::default(),
             actions: Vec::new(),
-            locked: None,
+            balances: None,
             limits_without_daily_loss: RiskLimits {
                 max_daily_loss: None,
                 ..market.risk.clone()
@@ -864,7 +865,7 @@ impl Trader {
             }
             Delivery::Rejected(id) => {
                 self.live.retain(|o| o.id != id);
-                self.locked = None;
+                self.balances = None;
             }
             Delivery::Fill(f) => {
                 let notional = f.price * f.qty;
@@ -894,7 +895,7 @@ impl Trader {
                 self.strategy.on_fill(&fill);
                 self.filled = true;
                 self.max_inventory = self.max_inventory.max(self.tracker.position().abs());
-                self.locked = None;
+                self.balances = None;
                 if let Some(i) = self.live.iter().position(|o| o.id == f.id) {
                     self.live[i].qty -= f.qty;
                     if self.live[i].qty <= Decimal::ZERO {
@@ -923,19 +924,24 @@ impl Trader {
                 self.base_share_pct = Some((lo.min(pct), hi.max(pct)));
             }
         }
-        let (base_locked, quote_locked) = *self.locked.get_or_insert_with(|| locked(&self.live));
-        let balances = Balances {
-            base_free: self.base - base_locked,
-            base_locked,
-            quote_free: self.quote - quote_locked,
-            quote_locked,
+        if self.balances.is_none() {
+            let (base_locked, quote_locked) = locked(&self.live);
+            self.balances = Some(Balances {
+                base_free: self.base - base_locked,
+                base_locked,
+                quote_free: self.quote - quote_locked,
+                quote_locked,
+            });
+        }
+        let Some(balances) = &self.balances else {
+            return;
         };
-        self.strategy.on_balances(&balances);
+        self.strategy.on_balances(balances);
         let ctx = Context {
             now_ms,
             rules: &self.rules,
             market,
-            balances: &balances,
+            balances,
             live: &self.live,
         };
         self.strategy.quotes_into(&ctx, &mut self.desired);
@@ -986,13 +992,13 @@ impl Trader {
             match action {
                 Action::Cancel { id, .. } => {
                     self.live.retain(|o| o.id != id);
-                    self.locked = None;
+                    self.balances = None;
                     to_venue.push_back((at_ms, VenueAction::Cancel { id }));
                 }
                 Action::Place(q) => {
                     let id = self.next_id;
                     self.next_id += 1;
-                    self.locked = None;
+                    self.balances = None;
                     self.live.push(LiveOrder {
                         id,
                         side: q.side,
