@@ -1494,6 +1494,18 @@ mod tests {
         Ok(())
     }
 
+    /// A BTCUSDT book three ticks wide, for the tests that pin which path quotes.
+    fn btc_market() -> MarketSnapshot {
+        MarketSnapshot {
+            best_bid: dec!(60012.34),
+            best_bid_qty: dec!(0.5),
+            best_ask: dec!(60012.37),
+            best_ask_qty: dec!(0.4),
+            last: None,
+            ts_ms: 0,
+        }
+    }
+
     /// The tick path must stay the one that runs for the backtest benchmark's parameters on
     /// an ordinary book, and hand over to the other paths where a balance cap binds.
     #[test]
@@ -1503,14 +1515,7 @@ mod tests {
              inventory_skew_enabled = true\ninventory_range_multiplier = 2\nrefresh_tolerance_bps = 2",
         );
         let rules = rules();
-        let market = MarketSnapshot {
-            best_bid: dec!(60012.34),
-            best_bid_qty: dec!(0.5),
-            best_ask: dec!(60012.37),
-            best_ask_qty: dec!(0.4),
-            last: None,
-            ts_ms: 0,
-        };
+        let market = btc_market();
         let ample = balances(dec!(1.00731), dec!(59323.702589012));
         // Skew −0.25 (300 of base in an 800 portfolio, range 400): bids of 0.0125 BTC at
         // ~59950, ~750 USDT that 500 cannot cover.
@@ -1552,14 +1557,7 @@ mod tests {
             min_notional: dec!(5),
             max_notional: Some(dec!(9000000)),
         };
-        let market = MarketSnapshot {
-            best_bid: dec!(60012.34),
-            best_bid_qty: dec!(0.5),
-            best_ask: dec!(60012.37),
-            best_ask_qty: dec!(0.4),
-            last: None,
-            ts_ms: 0,
-        };
+        let market = btc_market();
         let b = Balances {
             base_free: dec!(0.98731),
             base_locked: dec!(0.02),
