@@ -365,21 +365,6 @@ impl<'g> ExactFinalize<'g> {
         })
     }
 
-    /// One raw quote: its share of the balance cap, then its quantized form into `out`
-    /// unless a filter drops it.
-    #[inline]
-    fn push(
-        &mut self,
-        side: Side,
-        level: u32,
-        price: Wide,
-        qty: Wide,
-        out: &mut Vec<Quote>,
-    ) -> Option<()> {
-        self.cap(side, price, qty)?;
-        self.quantize(side, level, price, qty, out)
-    }
-
     /// One raw quote's share of the balance cap; `None` where it binds.
     #[inline]
     fn cap(&mut self, side: Side, price: Wide, qty: Wide) -> Option<()> {
@@ -888,7 +873,8 @@ impl SpreadStrategy {
                     };
                 }
                 let qty = Wide::from_decimal(shape.qty).mul(ratio)?;
-                finalize.push(side, shape.level, price, qty, out)?;
+                finalize.cap(side, price, qty)?;
+                finalize.quantize(side, shape.level, price, qty, out)?;
             }
         }
         finalize.finish(out);
