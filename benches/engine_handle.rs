@@ -20,6 +20,9 @@
 //!   at 10 frames/s does.
 //!
 //! cargo bench --bench engine_handle -- --warm-up-time 1 --measurement-time 3
+//!
+//! `DEEP_COLD=1 cargo bench --bench engine_handle` prints instead the percentiles of
+//! `handle` after gaps: none, 64 MiB written, a 1 ms or 100 ms sleep, a 100 ms spin.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -242,7 +245,71 @@ fn timed_handle(e: &mut Engine, input: Input, now: u64) -> Vec<Command> {
     e.handle(input, now)
 }
 
+/// `DEEP_COLD=1`: the timed `handle` of 2,000 frames (150 with a 100 ms gap) after
+/// each kind of gap, as percentiles. Not a criterion bench: the gaps dwarf the timed
+/// part. What a 100 ms gap does to a 1-2 µs `handle` on this machine is the question.
+fn deep_cold() {
+    let mut evict = vec![0u8; 64 << 20];
+    let prices = [
+        (dec!(60000.00), dec!(60000.10)),
+        (dec!(60000.20), dec!(60000.30)),
+    ];
+    #[derive(Clone, Copy, PartialEq)]
+    enum Gap {
+        None,
+        Evict64MiB,
+        Sleep(u64),
+        Spin(u64),
+    }
+    for (label, gap, n) in [
+        ("back_to_back", Gap::None, 2000),
+        ("evict_64MiB", Gap::Evict64MiB, 2000),
+        ("sleep_1ms", Gap::Sleep(1), 1000),
+        ("sleep_100ms", Gap::Sleep(100), 150),
+        ("spin_100ms", Gap::Spin(100), 150),
+    ] {
+        for moved in [false, true] {
+            let mut rig = Rig::new();
+            let mut v = Vec::new();
+            for i in 0..n {
+                match gap {
+                    Gap::None => {}
+                    Gap::Evict64MiB => {
+                        for k in (0..evict.len()).step_by(64) {
+                            evict[k] = evict[k].wrapping_add(1);
+                        }
+                        black_box(&mut evict);
+                    }
+                    Gap::Sleep(ms) => std::thread::sleep(Duration::from_millis(ms)),
+                    Gap::Spin(ms) => {
+                        let t = Instant::now();
+                        while t.elapsed() < Duration::from_millis(ms) {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+                let (bid, ask) = if moved { prices[i % 2] } else { prices[0] };
+                v.push(rig.timed_frame(bid, ask).as_nanos() as u64);
+            }
+            v.sort_unstable();
+            let q = |p: f64| v[((v.len() - 1) as f64 * p) as usize];
+            println!(
+                "{label:13} {:9} n={:4} p50={:6} ns p90={:6} ns p99={:6} ns",
+                if moved { "moved" } else { "unchanged" },
+                v.len(),
+                q(0.5),
+                q(0.9),
+                q(0.99)
+            );
+        }
+    }
+}
+
 fn bench_handle(c: &mut Criterion) {
+    if std::env::var_os("DEEP_COLD").is_some() {
+        deep_cold();
+        std::process::exit(0);
+    }
     let mut g = c.benchmark_group("engine_handle/book_ticker");
     let cases: [(&str, &[(Decimal, Decimal)]); 3] = [
         ("unchanged", &[(dec!(60000.00), dec!(60000.10))]),
