@@ -7,7 +7,11 @@
 //! here but by trade id in the engine, so a fill delivered twice (stream + REST, or a
 //! duplicated frame) is counted once whatever the order state says.
 
-use std::collections::{HashMap, HashSet};
+// foldhash, not std's SipHash: every open_of_symbol, get and insert hashes a client
+// id, several times per quote decision; SipHash was ~20 % of a requoting handle
+// (benches/engine_handle.rs). The keys are our own client ids and symbols (and the
+// exchange's ids of our account's orders), and the seed is still random per map.
+use foldhash::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
 
