@@ -209,17 +209,8 @@ impl Rig {
         }
     }
 
-    fn frame(&mut self, bid: Decimal, ask: Decimal) {
-        self.now += 100;
-        self.frames += 1;
-        let input = book_ticker(self.frames, bid, ask);
-        let c = self.e.handle(input, self.now);
-        self.pending.extend(c);
-        self.pending.extend(self.e.after_requests());
-    }
-
-    /// One timed `handle` of a frame; the runner's side after it is untimed.
-    fn timed_frame(&mut self, bid: Decimal, ask: Decimal) -> Duration {
+    /// One frame: its `handle` timed, its commands left waiting for their answers.
+    fn frame(&mut self, bid: Decimal, ask: Decimal) -> Duration {
         self.now += 100;
         self.frames += 1;
         let input = book_ticker(self.frames, bid, ask);
@@ -229,6 +220,12 @@ impl Rig {
         black_box(&c);
         self.pending.extend(c);
         self.pending.extend(self.e.after_requests());
+        dt
+    }
+
+    /// One timed `handle` of a frame; the runner's side after it is untimed.
+    fn timed_frame(&mut self, bid: Decimal, ask: Decimal) -> Duration {
+        let dt = self.frame(bid, ask);
         self.settle();
         if self.frames.is_multiple_of(10) {
             self.feed(Input::Tick);
@@ -236,6 +233,14 @@ impl Rig {
         }
         dt
     }
+}
+
+/// Writes one byte per cache line of `buf`, evicting what the caches held before.
+fn write_through(buf: &mut [u8]) {
+    for k in (0..buf.len()).step_by(64) {
+        buf[k] = buf[k].wrapping_add(1);
+    }
+    black_box(buf);
 }
 
 /// Out of line so that a profile can tell the timed `handle` from the untimed ones
@@ -274,12 +279,7 @@ fn deep_cold() {
             for i in 0..n {
                 match gap {
                     Gap::None => {}
-                    Gap::Evict64MiB => {
-                        for k in (0..evict.len()).step_by(64) {
-                            evict[k] = evict[k].wrapping_add(1);
-                        }
-                        black_box(&mut evict);
-                    }
+                    Gap::Evict64MiB => write_through(&mut evict),
                     Gap::Sleep(ms) => std::thread::sleep(Duration::from_millis(ms)),
                     Gap::Spin(ms) => {
                         let t = Instant::now();
@@ -291,15 +291,18 @@ fn deep_cold() {
                 let (bid, ask) = if moved { prices[i % 2] } else { prices[0] };
                 v.push(rig.timed_frame(bid, ask).as_nanos() as u64);
             }
-            v.sort_unstable();
-            let q = |p: f64| v[((v.len() - 1) as f64 * p) as usize];
+            // The percentiles `mmd bench` reports, by the same nearest rank.
+            let Some(s) = mmd::bench::summarize(v) else {
+                continue;
+            };
             println!(
-                "{label:13} {:9} n={:4} p50={:6} ns p90={:6} ns p99={:6} ns",
+                "{label:13} {:9} n={:4} p50={:7.2} µs p99={:7.2} µs p99.9={:7.2} µs max={:7.2} µs",
                 if moved { "moved" } else { "unchanged" },
-                v.len(),
-                q(0.5),
-                q(0.9),
-                q(0.99)
+                s.samples,
+                s.p50_us,
+                s.p99_us,
+                s.p999_us,
+                s.max_us,
             );
         }
     }
@@ -362,10 +365,7 @@ fn bench_case(
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 if let Some(evict) = evict.as_deref_mut() {
-                    for k in (0..evict.len()).step_by(64) {
-                        evict[k] = evict[k].wrapping_add(1);
-                    }
-                    black_box(&mut *evict);
+                    write_through(evict);
                 }
                 let (bid, ask) = prices[i % prices.len()];
                 i += 1;
