@@ -299,6 +299,13 @@ fn check_with(
     // The integer path settles every quote before it records anything, so where it declines
     // the Decimal loop starts from a clean decision.
     if sorted {
+        if exact && all_allowed_exact(limits, position, desired).is_some() {
+            // One quote at a time: `extend_from_slice` calls memcpy for these few bytes.
+            for q in desired {
+                decision.allowed.push(q.clone());
+            }
+            return;
+        }
         let done =
             exact && check_exact(limits, state, position, mark, desired.iter(), decision).is_some();
         if !done {
@@ -467,6 +474,51 @@ fn check_exact<'q>(
         };
         state.refusals[refusal.index()] += 1;
         refused.push((q.clone(), refusal));
+    }
+    Some(())
+}
+
+/// [`check_exact`]'s answer where it allows every quote of a decision (in order) without a
+/// quote-exposure limit, the common case, without recording outcomes to replay: `None` when
+/// a quote would be refused or the integers decline, and [`check_exact`] then decides. The
+/// quantities must share one scale (a strategy's quotes on one step do) at or above the
+/// position's and the limit's: the mantissas are then the aligned values, and each side's
+/// running sum of at most [`EXACT_QUOTES`] i64 mantissas stays far inside Decimal's range,
+/// so only the position after each quote needs the range check.
+fn all_allowed_exact(limits: &RiskLimits, position: Decimal, desired: &[Quote]) -> Option<()> {
+    if limits.max_quote_exposure.is_some() || desired.len() > EXACT_QUOTES {
+        return None;
+    }
+    let max_open = limits.max_open_orders_per_side.unwrap_or(u32::MAX);
+    let mut count = [0u32; 2];
+    let Some(limit) = limits.max_base_position else {
+        for q in desired {
+            let n = &mut count[q.side as usize];
+            if *n >= max_open {
+                return None;
+            }
+            *n += 1;
+        }
+        return Some(());
+    };
+    let scale = desired.first().map_or(0, |q| q.qty.scale());
+    let position = Fixed::of(position)?.at(scale)?;
+    let limit = Fixed::of(limit)?.at(scale)?;
+    // Per side, the position with that side's quotes so far.
+    let mut held = [position; 2];
+    for q in desired {
+        let s = q.side as usize;
+        if count[s] >= max_open || q.qty.scale() != scale {
+            return None;
+        }
+        let qty = i128::from(Fixed::of(q.qty)?.m);
+        let before = held[s];
+        let after = before + signed_int(q.side, qty);
+        if !exact::fits_u(after.unsigned_abs()) || breaches(before, after, limit) {
+            return None;
+        }
+        held[s] = after;
+        count[s] += 1;
     }
     Some(())
 }
@@ -909,8 +961,21 @@ mod tests {
                 now_ms in 0u64..120,
                 desired in quotes(),
                 tie in 0u8..3,
+                common in 0u8..3,
             ) {
                 let mut limits = limits;
+                let mut desired = desired;
+                // The common case the integer path shortcuts: no exposure limit (1, 2), and
+                // every quantity at one scale (2).
+                if common > 0 {
+                    limits.max_quote_exposure = None;
+                }
+                if common == 2 {
+                    let scale = desired.iter().map(|q| q.qty.scale()).max().unwrap_or(0);
+                    for q in &mut desired {
+                        q.qty.rescale(scale);
+                    }
+                }
                 // Put a limit exactly where the first quote lands, to test the ties.
                 if let Some(q) = desired.first() {
                     let signed = |x: Decimal| if q.side == Side::Buy { Some(x) } else { Some(-x) };
