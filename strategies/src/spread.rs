@@ -365,6 +365,24 @@ impl<'g> ExactFinalize<'g> {
         })
     }
 
+    /// [`Self::new`] for a two-sided book whose prices are whole ticks: `bid_ticks` and
+    /// `ask_ticks` (both positive) are already the counts it would round to.
+    fn with_ticks(
+        base_total: Wide,
+        quote_total: Wide,
+        (bid_ticks, ask_ticks): (i128, i128),
+        grid: &'g Grid,
+    ) -> Self {
+        ExactFinalize {
+            grid,
+            base_left: base_total.at_least_zero(),
+            quote_left: quote_total.at_least_zero(),
+            ask_ticks_up: Some(ask_ticks),
+            bid_ticks_down: Some(bid_ticks),
+            lowest_ask: None,
+        }
+    }
+
     /// One raw quote's share of the balance cap; `None` where it binds.
     #[inline]
     fn cap(&mut self, side: Side, price: Wide, qty: Wide) -> Option<()> {
@@ -731,12 +749,17 @@ impl SpreadStrategy {
         };
         let plan = self.tick_plan.as_ref()?;
         let grid = self.grid.as_ref()?;
-        let mut finalize = ExactFinalize::new(
-            totals.0,
-            totals.1,
-            (Wide::from_decimal(bid), Wide::from_decimal(ask)),
-            grid,
-        )?;
+        // A book on the tick grid (the usual case) is its own tick counts.
+        let mut finalize = if price_scale == grid.tick_dp {
+            ExactFinalize::with_ticks(totals.0, totals.1, (bid_m, ask_m), grid)
+        } else {
+            ExactFinalize::new(
+                totals.0,
+                totals.1,
+                (Wide::from_decimal(bid), Wide::from_decimal(ask)),
+                grid,
+            )?
+        };
         let (mut cost, mut sold) = (0i128, 0i128);
         for side in [Side::Buy, Side::Sell] {
             if !sides[side as usize] {
