@@ -12,6 +12,7 @@
 // (benches/engine_handle.rs). The keys are our own client ids and symbols (and the
 // exchange's ids of our account's orders), and the seed is still random per map.
 use foldhash::{HashMap, HashSet};
+use std::collections::hash_map::Entry;
 
 use rust_decimal::Decimal;
 
@@ -337,19 +338,34 @@ impl Order {
 /// All our orders, by client order id.
 #[derive(Debug, Default)]
 pub struct OrderBook {
-    orders: HashMap<String, Order>,
+    /// The orders, each in a slot that stays its own until it is forgotten; `None` is a
+    /// free slot (listed in `free`). The per-symbol index refers to slots, so walking it
+    /// hashes nothing: [`Self::open_of_symbol`] runs several times per quote decision
+    /// and every insert prunes its symbol's list, and looking each client id up by hash
+    /// was the largest part of `OrderBook::insert` (~22 % of a replacing `handle`).
+    slots: Vec<Option<Order>>,
+    free: Vec<usize>,
+    /// Client order id to slot.
+    index: HashMap<String, usize>,
     by_exchange_id: HashMap<(String, u64), String>,
-    /// Client ids per symbol, in insertion order, of orders that may be open (finished
-    /// ones are pruned on the next insert or `forget_finished`; a finished order never
-    /// reopens). [`Self::open_of_symbol`] runs several times per quote decision, and
-    /// scanning every order (finished ones linger 30 s) with a symbol comparison each
-    /// was the top CPU cost at 100 markets.
-    by_symbol: HashMap<String, Vec<String>>,
+    /// Slots per symbol, in insertion order, of orders that may be open (finished ones
+    /// are pruned on the next insert or `forget_finished`; a finished order never
+    /// reopens). Scanning every order (finished ones linger 30 s) with a symbol
+    /// comparison each was the top CPU cost at 100 markets. A slot is taken out of its
+    /// symbol's list before it is freed, so a listed slot always holds an order of that
+    /// symbol.
+    by_symbol: HashMap<String, Vec<usize>>,
     /// Symbols whose orders may have changed (inserted, or handed out mutably) since
     /// [`Self::take_touched`]: the engine republishes their open-order gauges only.
     touched: HashSet<String>,
     /// Every symbol may have changed (`iter_mut`).
     touched_all: bool,
+}
+
+fn touch(touched: &mut HashSet<String>, touched_all: bool, symbol: &str) {
+    if !touched_all && !touched.contains(symbol) {
+        touched.insert(symbol.to_owned());
+    }
 }
 
 impl OrderBook {
@@ -358,23 +374,43 @@ impl OrderBook {
             self.by_exchange_id
                 .insert((order.symbol.clone(), id), order.client_id.clone());
         }
-        let cid = order.client_id.clone();
-        let symbol = order.symbol.clone();
-        self.touch(&symbol);
-        if let Some(old) = self.orders.insert(cid.clone(), order) {
-            self.touch(&old.symbol);
-            self.unindex(&old.symbol, &cid);
-        }
-        let orders = &self.orders;
-        let ids = self.by_symbol.entry(symbol).or_default();
-        ids.retain(|id| orders.get(id).is_some_and(|o| o.state.may_be_open()));
-        ids.push(cid);
-    }
-
-    fn touch(&mut self, symbol: &str) {
-        if !self.touched_all && !self.touched.contains(symbol) {
-            self.touched.insert(symbol.to_owned());
-        }
+        touch(&mut self.touched, self.touched_all, &order.symbol);
+        // One hash of the client id for both the lookup and the insert.
+        let slot = match self.index.entry(order.client_id.clone()) {
+            Entry::Occupied(e) => {
+                let slot = *e.get();
+                if let Some(old) = self.slots[slot].replace(order) {
+                    touch(&mut self.touched, self.touched_all, &old.symbol);
+                    self.unindex(&old.symbol, slot);
+                }
+                slot
+            }
+            Entry::Vacant(e) => {
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots[slot] = Some(order);
+                        slot
+                    }
+                    None => {
+                        self.slots.push(Some(order));
+                        self.slots.len() - 1
+                    }
+                };
+                e.insert(slot);
+                slot
+            }
+        };
+        let Some(symbol) = self.slots[slot].as_ref().map(|o| o.symbol.as_str()) else {
+            return;
+        };
+        // The symbol String is cloned only for a symbol's first order.
+        let ids = match self.by_symbol.get_mut(symbol) {
+            Some(ids) => ids,
+            None => self.by_symbol.entry(symbol.to_owned()).or_default(),
+        };
+        let slots = &self.slots;
+        ids.retain(|&s| is_open(slots, s));
+        ids.push(slot);
     }
 
     /// The symbols whose orders may have changed since the last call (None: any may
@@ -387,30 +423,36 @@ impl OrderBook {
         Some(std::mem::take(&mut self.touched))
     }
 
-    fn unindex(&mut self, symbol: &str, client_id: &str) {
+    fn unindex(&mut self, symbol: &str, slot: usize) {
         if let Some(ids) = self.by_symbol.get_mut(symbol) {
-            ids.retain(|id| id != client_id);
+            ids.retain(|&s| s != slot);
             if ids.is_empty() {
                 self.by_symbol.remove(symbol);
             }
         }
     }
 
+    fn slot_of(&self, client_id: &str) -> Option<usize> {
+        self.index.get(client_id).copied()
+    }
+
     pub fn get(&self, client_id: &str) -> Option<&Order> {
-        self.orders.get(client_id)
+        self.slots.get(self.slot_of(client_id)?)?.as_ref()
     }
 
     pub fn get_mut(&mut self, client_id: &str) -> Option<&mut Order> {
-        let o = self.orders.get_mut(client_id)?;
-        if !self.touched_all && !self.touched.contains(o.symbol.as_str()) {
-            self.touched.insert(o.symbol.clone());
-        }
+        let slot = self.slot_of(client_id)?;
+        let o = self.slots.get_mut(slot)?.as_mut()?;
+        touch(&mut self.touched, self.touched_all, &o.symbol);
         Some(o)
     }
 
     /// Records the exchange's order id (first answer from either side).
     pub fn set_exchange_id(&mut self, client_id: &str, order_id: u64) {
-        if let Some(o) = self.orders.get_mut(client_id)
+        let Some(slot) = self.slot_of(client_id) else {
+            return;
+        };
+        if let Some(Some(o)) = self.slots.get_mut(slot)
             && o.order_id.is_none()
         {
             o.order_id = Some(order_id);
@@ -426,12 +468,12 @@ impl OrderBook {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Order> {
-        self.orders.values()
+        self.slots.iter().flatten()
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Order> {
         self.touched_all = true;
-        self.orders.values_mut()
+        self.slots.iter_mut().flatten()
     }
 
     /// The orders of `symbol` that may be open (not in a final state), oldest first.
@@ -440,43 +482,53 @@ impl OrderBook {
             .get(symbol)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.orders.get(id))
+            .filter_map(|&s| self.slots.get(s)?.as_ref())
             .filter(|o| o.state.may_be_open())
     }
 
     pub fn len(&self) -> usize {
-        self.orders.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty()
+        self.index.is_empty()
     }
 
     /// Drops orders both sides agree are finished (or that lingered long enough).
     pub fn forget_finished(&mut self, now_ms: u64, linger_ms: u64) -> Vec<Order> {
-        let gone: Vec<String> = self
-            .orders
-            .values()
-            .filter(|o| o.can_forget(now_ms, linger_ms))
-            .map(|o| o.client_id.clone())
+        let gone: Vec<usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.as_ref().is_some_and(|o| o.can_forget(now_ms, linger_ms)))
+            .map(|(s, _)| s)
             .collect();
         let mut out = Vec::with_capacity(gone.len());
-        for id in gone {
-            if let Some(o) = self.orders.remove(&id) {
+        for slot in gone {
+            if let Some(o) = self.slots[slot].take() {
+                self.index.remove(o.client_id.as_str());
                 if let Some(oid) = o.order_id {
                     self.by_exchange_id.remove(&(o.symbol.clone(), oid));
                 }
-                self.unindex(&o.symbol, &o.client_id);
+                self.unindex(&o.symbol, slot);
+                self.free.push(slot);
                 out.push(o);
             }
         }
-        let orders = &self.orders;
+        let slots = &self.slots;
         self.by_symbol.retain(|_, ids| {
-            ids.retain(|id| orders.get(id).is_some_and(|o| o.state.may_be_open()));
+            ids.retain(|&s| is_open(slots, s));
             !ids.is_empty()
         });
         out
     }
+}
+
+fn is_open(slots: &[Option<Order>], slot: usize) -> bool {
+    slots
+        .get(slot)
+        .and_then(Option::as_ref)
+        .is_some_and(|o| o.state.may_be_open())
 }
 
 /// Client order ids: `<prefix>-<symbol>-<run>-<seq>`, e.g. `mmd-BTCUSDT-k3x9q-42`.
@@ -774,6 +826,52 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_freed_slot_serves_another_symbol_without_mixing_them_up() {
+        let mk = |cid: &str, sym: &str| {
+            Order::new(
+                cid.into(),
+                sym.into(),
+                Side::Buy,
+                Decimal::ONE,
+                Decimal::ONE,
+                0,
+                1,
+                0,
+            )
+        };
+        let open = |b: &OrderBook, sym: &str| -> Vec<String> {
+            b.open_of_symbol(sym).map(|o| o.client_id.clone()).collect()
+        };
+        let mut b = OrderBook::default();
+        b.insert(mk("a1", "AAA"));
+        b.insert(mk("a2", "AAA"));
+        b.set_exchange_id("a1", 7);
+        for (src, t) in [(Source::Rest, T::Canceled), (Source::Stream, T::Canceled)] {
+            b.get_mut("a1").unwrap().apply(t, src, None, 1);
+        }
+        assert_eq!(open(&b, "AAA"), ["a2"]);
+        let gone = b.forget_finished(2, 60_000);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(
+            (b.len(), b.get("a1"), b.client_id_of("AAA", 7)),
+            (1, None, None)
+        );
+        // The new order takes a1's slot.
+        b.insert(mk("b1", "BBB"));
+        assert_eq!(open(&b, "AAA"), ["a2"]);
+        assert_eq!(open(&b, "BBB"), ["b1"]);
+        // The same client id again (adopted) under another symbol moves it.
+        b.insert(mk("a2", "BBB"));
+        assert_eq!(open(&b, "AAA"), Vec::<String>::new());
+        assert_eq!(open(&b, "BBB"), ["b1", "a2"]);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.iter().count(), 2);
+        let mut touched: Vec<String> = b.take_touched().unwrap().into_iter().collect();
+        touched.sort();
+        assert_eq!(touched, ["AAA", "BBB"]);
     }
 
     fn order() -> Order {
