@@ -642,18 +642,16 @@ impl Engine {
         for a in sc.actions.drain(..) {
             match a {
                 strategies::diff::Action::Cancel { id, reason } => {
-                    let cid = self
-                        .orders
-                        .open_of_symbol(symbol)
-                        .find(|o| o.handle == id)
-                        .map(|o| (o.client_id.clone(), o.state));
-                    if let Some((cid, state)) = cid {
-                        // An order whose placement is unanswered is canceled once it is known.
-                        if matches!(state, OrderState::PendingNew | OrderState::Unknown) {
-                            continue;
-                        }
-                        self.send_cancel(&cid, reason.as_str());
+                    let Some(o) = self.orders.open_of_symbol(symbol).find(|o| o.handle == id)
+                    else {
+                        continue;
+                    };
+                    // An order whose placement is unanswered is canceled once it is known.
+                    if matches!(o.state, OrderState::PendingNew | OrderState::Unknown) {
+                        continue;
                     }
+                    let cid = o.client_id.clone();
+                    self.send_cancel(cid, reason.as_str());
                 }
                 strategies::diff::Action::Place(q) => {
                     // Funds locked in orders being canceled are not free yet: wait for them,
@@ -742,8 +740,10 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
-    fn send_cancel(&mut self, client_id: &str, reason: &str) {
-        let Some(o) = self.orders.get_mut(client_id) else {
+    /// Takes the client id owned: it becomes the command's, and every caller has a copy
+    /// of its own already (one allocation less per cancel).
+    fn send_cancel(&mut self, client_id: String, reason: &str) {
+        let Some(o) = self.orders.get_mut(&client_id) else {
             return;
         };
         if o.state.is_terminal() || o.cancel_in_flight {
@@ -754,7 +754,7 @@ impl Engine {
         debug!(event = "cancel_sent", symbol = %o.symbol, client_order_id = %client_id, reason, "canceling");
         self.out.push(Command::Cancel {
             symbol: o.symbol.clone(),
-            client_id: client_id.to_owned(),
+            client_id,
         });
     }
 
@@ -767,7 +767,7 @@ impl Engine {
             .map(|o| o.client_id.clone())
             .collect();
         for id in ids {
-            self.send_cancel(&id, reason);
+            self.send_cancel(id, reason);
         }
     }
 
@@ -942,7 +942,7 @@ impl Engine {
                 warn!(event = "stray_order", symbol = %symbol, client_order_id = %cid, "our prefix but not tracked: canceling");
                 self.track_foreign(&cid, &symbol, er.side, er.price, er.orig_qty, er.cum_qty);
                 self.orders.set_exchange_id(&cid, er.order_id);
-                self.send_cancel(&cid, "stray");
+                self.send_cancel(cid, "stray");
             }
             return;
         }
@@ -1494,7 +1494,7 @@ impl Engine {
                     adopted.push(o.client_order_id.clone());
                 } else {
                     warn!(event = "orphan_canceled", symbol = %symbol, client_order_id = %o.client_order_id, "order of an earlier run (our prefix): canceling");
-                    self.send_cancel(&o.client_order_id, "orphan");
+                    self.send_cancel(o.client_order_id.clone(), "orphan");
                 }
             }
         }
