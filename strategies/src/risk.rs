@@ -490,34 +490,33 @@ fn all_allowed_exact(limits: &RiskLimits, position: Decimal, desired: &[Quote]) 
         return None;
     }
     let max_open = limits.max_open_orders_per_side.unwrap_or(u32::MAX);
-    let mut count = [0u32; 2];
-    let Some(limit) = limits.max_base_position else {
-        for q in desired {
-            let n = &mut count[q.side as usize];
-            if *n >= max_open {
-                return None;
-            }
-            *n += 1;
-        }
-        return Some(());
-    };
     let scale = desired.first().map_or(0, |q| q.qty.scale());
-    let position = Fixed::of(position)?.at(scale)?;
-    let limit = Fixed::of(limit)?.at(scale)?;
+    let base_limit = match limits.max_base_position {
+        Some(limit) => Some((
+            Fixed::of(position)?.at(scale)?,
+            Fixed::of(limit)?.at(scale)?,
+        )),
+        None => None,
+    };
+    let mut count = [0u32; 2];
     // Per side, the position with that side's quotes so far.
-    let mut held = [position; 2];
+    let mut held = [base_limit.map_or(0, |(position, _)| position); 2];
     for q in desired {
         let s = q.side as usize;
-        if count[s] >= max_open || q.qty.scale() != scale {
+        if count[s] >= max_open {
             return None;
         }
-        let qty = i128::from(Fixed::of(q.qty)?.m);
-        let before = held[s];
-        let after = before + signed_int(q.side, qty);
-        if !exact::fits_u(after.unsigned_abs()) || breaches(before, after, limit) {
-            return None;
+        if let Some((_, limit)) = base_limit {
+            if q.qty.scale() != scale {
+                return None;
+            }
+            let before = held[s];
+            let after = before + signed_int(q.side, i128::from(Fixed::of(q.qty)?.m));
+            if !exact::fits_u(after.unsigned_abs()) || breaches(before, after, limit) {
+                return None;
+            }
+            held[s] = after;
         }
-        held[s] = after;
         count[s] += 1;
     }
     Some(())
