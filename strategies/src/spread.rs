@@ -347,38 +347,38 @@ impl<'g> ExactFinalize<'g> {
         (bid, ask): (Wide, Wide),
         grid: &'g Grid,
     ) -> Option<Self> {
-        Some(ExactFinalize {
+        let bid_ticks = if bid.is_positive() {
+            Some(bid.floor_units(grid.tick_dp)?)
+        } else {
+            None
+        };
+        let ask_ticks = if ask.is_positive() {
+            Some(ask.ceil_units(grid.tick_dp)?)
+        } else {
+            None
+        };
+        Some(Self::with_ticks(
+            base_total,
+            quote_total,
+            (bid_ticks, ask_ticks),
             grid,
-            base_left: base_total.at_least_zero(),
-            quote_left: quote_total.at_least_zero(),
-            ask_ticks_up: if ask.is_positive() {
-                Some(ask.ceil_units(grid.tick_dp)?)
-            } else {
-                None
-            },
-            bid_ticks_down: if bid.is_positive() {
-                Some(bid.floor_units(grid.tick_dp)?)
-            } else {
-                None
-            },
-            lowest_ask: None,
-        })
+        ))
     }
 
-    /// [`Self::new`] for a two-sided book whose prices are whole ticks: `bid_ticks` and
-    /// `ask_ticks` (both positive) are already the counts it would round to.
+    /// [`Self::new`] with the book already in ticks: the best bid rounded down and the best
+    /// ask rounded up (a book on the tick grid is its own counts), `None` for an empty side.
     fn with_ticks(
         base_total: Wide,
         quote_total: Wide,
-        (bid_ticks, ask_ticks): (i128, i128),
+        (bid_ticks, ask_ticks): (Option<i128>, Option<i128>),
         grid: &'g Grid,
     ) -> Self {
         ExactFinalize {
             grid,
             base_left: base_total.at_least_zero(),
             quote_left: quote_total.at_least_zero(),
-            ask_ticks_up: Some(ask_ticks),
-            bid_ticks_down: Some(bid_ticks),
+            ask_ticks_up: ask_ticks,
+            bid_ticks_down: bid_ticks,
             lowest_ask: None,
         }
     }
@@ -751,7 +751,7 @@ impl SpreadStrategy {
         let grid = self.grid.as_ref()?;
         // A book on the tick grid (the usual case) is its own tick counts.
         let mut finalize = if price_scale == grid.tick_dp {
-            ExactFinalize::with_ticks(totals.0, totals.1, (bid_m, ask_m), grid)
+            ExactFinalize::with_ticks(totals.0, totals.1, (Some(bid_m), Some(ask_m)), grid)
         } else {
             ExactFinalize::new(
                 totals.0,
