@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, Method, Response, Uri};
 use mmd::binance::rest::{OrderRef, RestClient, RestError, RestSettings};
 use mmd::binance::sign::{HmacSigner, Signer};
 use parking_lot::Mutex;
-use rest_support::{order, read_head};
+use rest_support::{idle_line, order, read_head};
 use rust_decimal_macros::dec;
 
 mod rest_support;
@@ -131,6 +131,17 @@ async fn handle(
             h.push(("x-mbx-order-count-10s", "1".into()));
             h.push(("x-mbx-order-count-1d", "1".into()));
             reply(200, &h, body.to_string())
+        }
+        ("DELETE", "/api/v3/order") => {
+            let body = serde_json::json!({
+                "symbol": get("symbol").unwrap(), "orderId": 7, "orderListId": -1,
+                "clientOrderId": "cancel-1",
+                "origClientOrderId": get("origClientOrderId").unwrap(),
+                "transactTime": server_now, "price": "52000", "origQty": "0.01",
+                "executedQty": "0", "cummulativeQuoteQty": "0", "status": "CANCELED",
+                "timeInForce": "GTC", "type": "LIMIT", "side": "SELL",
+            });
+            reply(200, &usage, body.to_string())
         }
         ("DELETE", "/api/v3/openOrders") => error(400, -2011, "Unknown order sent."),
         ("GET", "/api/v3/account") => reply(
@@ -419,4 +430,135 @@ async fn an_order_to_a_closed_port_is_a_connect_error_without_the_url() {
         other => panic!("{other:?}"),
     }
     assert!(e.outcome_unknown());
+}
+
+#[tokio::test]
+async fn orders_written_now_are_signed_answered_and_counted_on_one_line() {
+    let (srv, url) = start().await;
+    let c = client(&url);
+    // No line yet: nothing is sent, no budget is used, the caller goes the async way.
+    assert!(c.place_order_now(&order("BTCUSDT")).unwrap().is_none());
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 0);
+    c.keep_order_lines(1);
+    idle_line(&c).await;
+    for _ in 0..2 {
+        let w = c
+            .place_order_now(&order("１２３"))
+            .unwrap()
+            .expect("an idle line");
+        assert!(w.at.elapsed() < Duration::from_secs(5));
+        // The server checks the API key, the timestamp and the signature over the
+        // percent-encoded query: any of them wrong is an error here.
+        let r = c.written_response(w).await.unwrap();
+        assert_eq!(
+            (r.symbol.as_str(), r.client_order_id.as_str()),
+            ("１２３", "mmd-1")
+        );
+    }
+    let w = c
+        .cancel_order_now("BTCUSDT", &OrderRef::ClientOrderId("mmd-1".into()))
+        .unwrap()
+        .expect("the line is idle again");
+    let r = c.written_response(w).await.unwrap();
+    assert_eq!(r.status, Some(mmd::binance::types::OrderStatus::Canceled));
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 3);
+    let q = srv.last_query.lock().clone().unwrap();
+    assert!(
+        q.starts_with("symbol=BTCUSDT&origClientOrderId=mmd-1&"),
+        "{q}"
+    );
+    // The two orders count against the budget (the miss before the line opened does
+    // not), and the answers' weight headers reach it, as the async path's do.
+    let st = c.rate_limit_status();
+    assert_eq!((st.orders_10s, st.used_weight_1m), (2, 3));
+    assert_eq!(c.idle_order_lines(), 1, "one line carried all three");
+}
+
+#[tokio::test]
+async fn a_written_order_refused_for_its_timestamp_is_resent_once_after_a_resync() {
+    let (srv, url) = start().await;
+    srv.skew_ms.store(600_000, Ordering::SeqCst);
+    let c = client(&url);
+    c.keep_order_lines(1);
+    idle_line(&c).await;
+    let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+    c.written_response(w).await.unwrap();
+    // order (rejected, -1021) + time + order (accepted)
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 3);
+    assert!((c.time_offset_ms() - 600_000).abs() < 1_000);
+}
+
+#[tokio::test]
+async fn a_written_order_left_unanswered_times_out_unknown_and_the_line_is_replaced() {
+    let (srv, url) = start().await;
+    srv.script
+        .lock()
+        .push_back(Scripted::Sleep(Duration::from_millis(1_500)));
+    srv.script
+        .lock()
+        .push_back(Scripted::Status(503, vec![], "busy".into()));
+    let c = client(&url);
+    c.keep_order_lines(1);
+    idle_line(&c).await;
+    let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+    let e = c.written_response(w).await.unwrap_err();
+    assert_eq!(e, RestError::Timeout);
+    assert!(e.outcome_unknown());
+    // The late answer is never read as the next request's: that line is gone and a new
+    // one carries the next order.
+    idle_line(&c).await;
+    let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+    let e = c.written_response(w).await.unwrap_err();
+    assert_eq!(e, RestError::Server { http_status: 503 });
+    assert!(e.outcome_unknown());
+    idle_line(&c).await;
+    let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+    assert_eq!(c.written_response(w).await.unwrap().order_id, 7);
+}
+
+#[tokio::test]
+async fn a_written_order_refused_by_the_budget_is_not_sent() {
+    let (srv, url) = start().await;
+    srv.script.lock().push_back(Scripted::Status(
+        429,
+        vec![("retry-after", "30".into())],
+        r#"{"code":-1003,"msg":"Too many requests."}"#.into(),
+    ));
+    let c = client(&url);
+    c.keep_order_lines(1);
+    idle_line(&c).await;
+    let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+    let e = c.written_response(w).await.unwrap_err();
+    assert_eq!(
+        e,
+        RestError::RateLimited {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    idle_line(&c).await;
+    let e = c.place_order_now(&order("BTCUSDT")).err().expect("refused");
+    assert!(matches!(e, RestError::RateLimited { .. }), "{e:?}");
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_line_the_server_closed_is_replaced_and_no_request_is_lost() {
+    let srv = raw_server(1).await;
+    let c = client(&srv.url);
+    c.keep_order_lines(1);
+    for round in 1..=3 {
+        idle_line(&c).await;
+        let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+        assert_eq!(c.written_response(w).await.unwrap().order_id, 7);
+        assert_eq!(srv.heads.lock().len(), round);
+    }
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 3);
+    let heads = srv.heads.lock().clone();
+    let host = srv.url.trim_start_matches("http://");
+    for h in &heads {
+        assert!(h.starts_with("POST /api/v3/order?symbol=BTCUSDT&"), "{h}");
+        let lower = h.to_ascii_lowercase();
+        assert!(lower.contains(&format!("\r\nhost: {host}\r\n")), "{h}");
+        assert!(lower.contains("\r\ncontent-length: 0\r\n"), "{h}");
+    }
 }

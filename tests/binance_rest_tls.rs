@@ -10,7 +10,7 @@ use std::time::Duration;
 use mmd::binance::rest::{OrderRef, RestClient, RestError, RestSettings};
 use mmd::binance::sign::{HmacSigner, Signer};
 use parking_lot::Mutex;
-use rest_support::{order, read_head};
+use rest_support::{idle_line, order, read_head};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tls_support::Pki;
 use tokio::io::AsyncWriteExt as _;
@@ -304,4 +304,56 @@ async fn server_time_goes_over_tls_on_the_pooled_client_apart_from_orders() {
     );
     assert!(!lower.contains("x-mbx-apikey"), "{}", heads[0]);
     assert_signed_head(&heads[1], "POST /api/v3/order?", srv.host());
+}
+
+#[tokio::test]
+async fn orders_written_now_share_one_kept_alive_tls_line() {
+    let pki = pki();
+    let srv = tls_server(&pki, AfterAnswer::KeepAlive).await;
+    let c = trusting(&srv.url, &pki.ca);
+    c.keep_order_lines(1);
+    idle_line(&c).await;
+    for id in 1..=2 {
+        let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+        assert_eq!(c.written_response(w).await.unwrap().order_id, id);
+    }
+    let w = c.cancel_order_now("BTCUSDT", &cancel()).unwrap().unwrap();
+    assert_eq!(c.written_response(w).await.unwrap().order_id, 3);
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
+    // The same TLS configuration as the rest of the client: no ALPN, so HTTP/1.1.
+    assert_eq!(*srv.handshakes.lock(), vec![None]);
+    let heads = srv.heads.lock().clone();
+    assert_eq!(heads.len(), 3);
+    for h in &heads[..2] {
+        assert_signed_head(h, "POST /api/v3/order?symbol=BTCUSDT&", srv.host());
+    }
+    assert_signed_head(
+        &heads[2],
+        "DELETE /api/v3/order?symbol=BTCUSDT&",
+        srv.host(),
+    );
+}
+
+#[tokio::test]
+async fn a_tls_line_the_server_closed_is_replaced_before_the_next_order() {
+    let pki = pki();
+    let mut srv = tls_server(&pki, AfterAnswer::CloseWhenTold).await;
+    let c = trusting(&srv.url, &pki.ca);
+    c.keep_order_lines(1);
+    for id in 1..=2 {
+        idle_line(&c).await;
+        let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+        assert_eq!(c.written_response(w).await.unwrap().order_id, id);
+        srv.close_next().await;
+        // The line's task reads the close at once and opens the line replacing it.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while srv.handshakes() < id as usize + 1 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("a new line");
+    }
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(srv.heads.lock().len(), 2, "each request was sent once");
 }

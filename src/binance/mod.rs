@@ -3,6 +3,7 @@ pub mod backoff;
 pub mod decode;
 mod http;
 pub mod market;
+mod order_line;
 pub mod ratelimit;
 pub mod rest;
 mod scan;

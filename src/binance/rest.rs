@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use http::Method;
 
 use super::http::{DirectError, DirectPool, Stamping, Writes};
+use super::order_line::{Answer, LineError, OrderLines};
 use super::ratelimit::{Cost, RateLimitStatus, RateLimiter, Refusal, RequestClass};
 use super::sign::{Signer, percent_encode, rest_payload};
 use super::types::{
@@ -220,6 +221,9 @@ impl From<Refusal> for RestError {
 const TIMESTAMP_OUTSIDE_RECV_WINDOW: i64 = -1021;
 /// -2011: cancel rejected; on DELETE openOrders it means "nothing to cancel".
 const CANCEL_REJECTED: i64 = -2011;
+/// Order lines open at most; requests beyond them take the async path.
+const MAX_ORDER_LINES: usize = 32;
+const ORDER_PATH: &str = "/api/v3/order";
 /// Binance does not always send Retry-After; a minute is its longest window.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -243,6 +247,8 @@ struct Inner {
     path_prefix: String,
     /// Order and cancel requests waiting to be written (see `binance::http`).
     writes: Writes,
+    /// Orders and cancels written by the task that decided them (see `order_line`).
+    lines: OrderLines,
     timeout: Duration,
     base_url: String,
     api_key: Option<String>,
@@ -251,6 +257,16 @@ struct Inner {
     /// server time - local time, in ms.
     offset_ms: AtomicI64,
     limiter: Mutex<RateLimiter>,
+}
+
+/// An order or cancel written on an order line: see [`RestClient::place_order_now`].
+pub struct WrittenRequest {
+    /// When its bytes were handed to the socket's write: where tick-to-request ends.
+    pub at: Instant,
+    answer: Answer,
+    method: Method,
+    cost: Cost,
+    params: Vec<(&'static str, String)>,
 }
 
 /// Cheap to clone; all clones share the connection pool, clock offset and budget.
@@ -358,6 +374,14 @@ impl RestClient {
         let host = http::HeaderValue::try_from(host)
             .map_err(|e| RestError::Transport(format!("rest_url {base_url}: {e}")))?;
         let path_prefix = target.path().trim_end_matches('/').to_owned();
+        let lines = OrderLines::new(
+            &target,
+            tls_config,
+            MAX_ORDER_LINES,
+            idle_timeout,
+            settings.timeout,
+        )
+        .map_err(|e| RestError::Transport(format!("rest_url {base_url}: {e}")))?;
         let direct = DirectPool::new(Stamping::new(tls, writes.clone()), target, idle_timeout);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -366,6 +390,7 @@ impl RestClient {
                 host,
                 path_prefix,
                 writes,
+                lines,
                 timeout: settings.timeout,
                 base_url,
                 api_key: settings.api_key,
@@ -705,14 +730,133 @@ impl RestClient {
             Err(RestError::Api {
                 code: TIMESTAMP_OUTSIDE_RECV_WINDOW,
                 ..
-            }) if auth == Auth::Signed => {
-                tracing::warn!(
-                    path,
-                    offset_ms = self.time_offset_ms(),
-                    "timestamp outside recvWindow (-1021): re-syncing server time and retrying once"
-                );
-                self.sync_time().await?;
-                self.send(method, path, auth, cost, params, None).await
+            }) if auth == Auth::Signed => self.resend_after_1021(method, path, cost, params).await,
+            other => other,
+        }
+    }
+
+    async fn resend_after_1021<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        cost: Cost,
+        params: &[(&str, String)],
+    ) -> Result<T, RestError> {
+        tracing::warn!(
+            path,
+            offset_ms = self.time_offset_ms(),
+            "timestamp outside recvWindow (-1021): re-syncing server time and retrying once"
+        );
+        self.sync_time().await?;
+        self.send(method, path, Auth::Signed, cost, params, None)
+            .await
+    }
+
+    /// Signs the order or cancel and writes it on an idle order line now (see
+    /// `order_line`). Ok(None): no line is idle, nothing was sent and no budget used.
+    fn write_now(
+        &self,
+        method: Method,
+        cost: Cost,
+        params: Vec<(&'static str, String)>,
+    ) -> Result<Option<WrittenRequest>, RestError> {
+        let inner = &*self.inner;
+        if !inner.lines.has_idle() {
+            return Ok(None);
+        }
+        let key = inner.api_key.as_deref().ok_or_else(|| {
+            RestError::Transport("endpoint needs an API key but none is configured".into())
+        })?;
+        // hyper refuses such a header value; this head is written by hand.
+        if key.bytes().any(|b| b == b'\r' || b == b'\n') {
+            return Err(RestError::Transport(
+                "the API key holds a line break".into(),
+            ));
+        }
+        inner
+            .limiter
+            .lock()
+            .try_acquire(cost, self.server_time_ms())?;
+        let query = self.query_string(Auth::Signed, &params)?;
+        let mut head = Vec::with_capacity(160 + query.len() + key.len());
+        for part in [
+            method.as_str(),
+            " ",
+            &inner.path_prefix,
+            ORDER_PATH,
+            "?",
+            &query,
+            " HTTP/1.1\r\nhost: ",
+        ] {
+            head.extend_from_slice(part.as_bytes());
+        }
+        head.extend_from_slice(inner.host.as_bytes());
+        for part in ["\r\naccept: */*\r\nx-mbx-apikey: ", key] {
+            head.extend_from_slice(part.as_bytes());
+        }
+        if method == Method::POST {
+            head.extend_from_slice(b"\r\ncontent-length: 0");
+        }
+        head.extend_from_slice(b"\r\n\r\n");
+        // The line may turn out to have ended just now: then the budget taken above is
+        // spent without a request (counted once more when the async path sends it), a
+        // conservative miscount that the next response's headers correct.
+        Ok(inner
+            .lines
+            .write_now(&head, inner.timeout)
+            .map(|w| WrittenRequest {
+                at: w.at,
+                answer: w.answer,
+                method,
+                cost,
+                params,
+            }))
+    }
+
+    /// Keeps `n` order lines open, so that the first order after a quiet spell finds one
+    /// (at most 32). Inside the runtime only.
+    pub fn keep_order_lines(&self, n: usize) {
+        self.inner.lines.keep(n);
+    }
+
+    /// Order lines open and idle now.
+    pub fn idle_order_lines(&self) -> usize {
+        self.inner.lines.idle()
+    }
+
+    /// `place_order`, signed and written on an idle order line before this returns.
+    /// Ok(None) when no line is idle: nothing was sent; `place_order` sends it.
+    pub fn place_order_now(&self, order: &NewOrder) -> Result<Option<WrittenRequest>, RestError> {
+        self.write_now(Method::POST, order_cost(), order.params())
+    }
+
+    /// `cancel_order`, written now as [`Self::place_order_now`].
+    pub fn cancel_order_now(
+        &self,
+        symbol: &str,
+        order: &OrderRef,
+    ) -> Result<Option<WrittenRequest>, RestError> {
+        let params = vec![("symbol", symbol.to_owned()), order.param()];
+        self.write_now(Method::DELETE, cancel_cost(), params)
+    }
+
+    /// The outcome of a written order or cancel, as `place_order` / `cancel_order`
+    /// return it (after a -1021, re-signed and sent once more the async way).
+    pub async fn written_response(&self, w: WrittenRequest) -> Result<OrderResponse, RestError> {
+        let raw = match w.answer.await {
+            Ok(Ok(raw)) => raw,
+            Ok(Err(LineError::TimedOut)) => return Err(RestError::Timeout),
+            Ok(Err(LineError::Ended(why))) => return Err(RestError::Transport(why)),
+            Err(_) => return Err(RestError::Transport("the order line ended".into())),
+        };
+        let now = self.observe_headers(&raw.headers);
+        match self.interpret(ORDER_PATH, raw.status, &raw.headers, now, &raw.body) {
+            Err(RestError::Api {
+                code: TIMESTAMP_OUTSIDE_RECV_WINDOW,
+                ..
+            }) => {
+                self.resend_after_1021(w.method, ORDER_PATH, w.cost, &w.params)
+                    .await
             }
             other => other,
         }
@@ -819,13 +963,7 @@ impl RestClient {
                     .to_bytes();
                 (parts, body)
             };
-            let now = self.server_time_ms();
-            self.inner.limiter.lock().observe_headers(
-                now,
-                header_u64(&parts.headers, "x-mbx-used-weight-1m"),
-                header_u64(&parts.headers, "x-mbx-order-count-10s"),
-                header_u64(&parts.headers, "x-mbx-order-count-1d"),
-            );
+            let now = self.observe_headers(&parts.headers);
             Ok::<_, RestError>((parts.status.as_u16(), parts.headers, now, body))
         })
         .await;
@@ -834,15 +972,40 @@ impl RestClient {
         }
         let (status, headers, now, body) = exchange.map_err(|_| RestError::Timeout)??;
         tracing::trace!(path, status, elapsed = ?started.elapsed(), "REST response");
+        self.interpret(path, status, &headers, now, &body)
+    }
+
+    /// The limiter learns the exchange's counts from a response's headers; returns now
+    /// (server time).
+    fn observe_headers(&self, headers: &HeaderMap) -> u64 {
+        let now = self.server_time_ms();
+        self.inner.limiter.lock().observe_headers(
+            now,
+            header_u64(headers, "x-mbx-used-weight-1m"),
+            header_u64(headers, "x-mbx-order-count-10s"),
+            header_u64(headers, "x-mbx-order-count-1d"),
+        );
+        now
+    }
+
+    /// A whole response as the endpoint's value or its error.
+    fn interpret<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        status: u16,
+        headers: &HeaderMap,
+        now: u64,
+        body: &[u8],
+    ) -> Result<T, RestError> {
         match status {
-            200..=299 => serde_json::from_slice(&body).map_err(|e| {
+            200..=299 => serde_json::from_slice(body).map_err(|e| {
                 RestError::Decode(format!(
                     "{path}: {e}: {}",
                     String::from_utf8_lossy(&body[..body.len().min(200)])
                 ))
             }),
             418 => {
-                let wait = retry_after(&headers);
+                let wait = retry_after(headers);
                 self.inner.limiter.lock().on_banned(now, wait);
                 tracing::error!(
                     path,
@@ -853,7 +1016,7 @@ impl RestClient {
                 Err(RestError::IpBanned { retry_after: wait })
             }
             429 => {
-                let wait = retry_after(&headers);
+                let wait = retry_after(headers);
                 self.inner.limiter.lock().on_rate_limited(now, wait);
                 tracing::error!(path, retry_after = ?wait, "rate limited by Binance (HTTP 429): pausing REST");
                 Err(RestError::RateLimited { retry_after: wait })
@@ -865,7 +1028,7 @@ impl RestClient {
             500..=599 => Err(RestError::Server {
                 http_status: status,
             }),
-            _ => Err(match serde_json::from_slice::<ApiErrorBody>(&body) {
+            _ => Err(match serde_json::from_slice::<ApiErrorBody>(body) {
                 Ok(e) => RestError::Api {
                     http_status: status,
                     code: e.code,

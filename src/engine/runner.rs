@@ -24,7 +24,7 @@ use crate::binance::rest::{
 };
 use crate::binance::sign::{Ed25519Signer, HmacSigner, Signer};
 use crate::binance::stream::{StreamEvent, StreamSettings};
-use crate::binance::types::{CanceledOpenOrder, ExchangeInfo, SymbolFilter};
+use crate::binance::types::{CanceledOpenOrder, ExchangeInfo, OrderResponse, SymbolFilter};
 use crate::binance::user_stream::{UserStreamHandle, spawn_user_stream};
 use crate::config::{
     Config, ConfigError, MarketConfig, MarketStreamKind, UserStreamTransport, Venue,
@@ -42,6 +42,9 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// A requote replaces both quotes: two cancels and two orders in flight at once.
+const ORDER_LINES_PER_MARKET: usize = 4;
 
 /// How the daemon is told to stop or reload (signals in production, channels in tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,6 +443,7 @@ pub async fn run(
     info!(event = "started", markets = ?engine.symbols(), venue = ?cfg.exchange.venue, "mmd started");
     spawn_market_seed(rest.clone(), engine.symbols(), input_tx.clone());
 
+    rest.keep_order_lines(ORDER_LINES_PER_MARKET * engine.symbols().len());
     let io = Io {
         rest: rest.clone(),
         tx: input_tx.clone(),
@@ -467,7 +471,7 @@ pub async fn run(
             for c in engine.after_requests() {
                 match c {
                     Command::Record(r) => records.push(r),
-                    other => io.execute(other, None),
+                    other => io.execute(other),
                 }
             }
             for r in records.drain(..) {
@@ -551,10 +555,10 @@ pub async fn run(
             _ => None,
         };
         let commands = engine.handle(input, now_ms());
-        // Whether this input has handed an order request to the REST client yet. Each
-        // is signed, built and written by its own task, which runs only when this one
-        // yields: yielding before each further request lets the one before it reach the
-        // socket first. Without it, 100 markets measured more CPU (2.85-2.95 vs 2.50-2.55 %) and
+        // Whether this input has handed an order request to a task of its own yet (when
+        // no order line was idle). Such a request is signed, built and written by that
+        // task, which runs only when this one yields: yielding before each further
+        // request lets the one before it reach the socket first. Without it, 100 markets measured more CPU (2.85-2.95 vs 2.50-2.55 %) and
         // more connections open at once (peak RSS 27.3-27.7 vs 21.7-23.7 MiB).
         let mut requested = false;
         for c in commands {
@@ -576,14 +580,12 @@ pub async fn run(
                         ready_sent = true;
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                     }
-                    io.place(p, reacting_to.take());
-                    requested = true;
+                    requested |= !io.place(p, reacting_to.take());
                 }
-                c @ Command::Cancel { .. } => {
-                    io.execute(c, reacting_to.take());
-                    requested = true;
+                Command::Cancel { symbol, client_id } => {
+                    requested |= !io.cancel(symbol, client_id, reacting_to.take());
                 }
-                other => io.execute(other, None),
+                other => io.execute(other),
             }
         }
     }
@@ -730,7 +732,9 @@ impl Io {
         }
     }
 
-    fn place(&self, p: PlaceOrder, reacting_to: Option<std::time::Instant>) {
+    /// Places `p`. True when its request was written on an order line in this call (or
+    /// refused before sending); false when a task of its own will write it.
+    fn place(&self, p: PlaceOrder, reacting_to: Option<std::time::Instant>) -> bool {
         let order = NewOrder {
             symbol: p.symbol.clone(),
             side: p.side,
@@ -749,53 +753,110 @@ impl Io {
             client_order_id: p.client_id.clone(),
             resp_type: RespType::Result,
         };
-        let me = self.clone();
-        tokio::spawn(async move {
-            // Ends when the signed request's bytes are written to the socket, not when this
-            // task starts: signing, building and writing the request are the hot path.
-            let tick_to_order = |sent: std::time::Instant| {
-                me.note_sent(reacting_to, sent);
-                if let Some(t) = p.tick_received {
-                    me.metrics
-                        .observe_tick_to_order(sent.saturating_duration_since(t).as_secs_f64());
-                }
-            };
-            let result = me
-                .rest
-                .place_order_noting_send(&order, &tick_to_order)
-                .await;
-            match &result {
-                Ok(_) => me.metrics.note_order_live(),
-                Err(e) => me.blocked(e),
+        // Ends when the signed request's bytes are handed to the socket's write:
+        // signing, building and writing the request are the hot path.
+        let tick_to_order = move |me: &Io, sent: std::time::Instant| {
+            me.note_sent(reacting_to, sent);
+            if let Some(t) = p.tick_received {
+                me.metrics
+                    .observe_tick_to_order(sent.saturating_duration_since(t).as_secs_f64());
             }
-            let _ = me.tx.send(Input::Placed {
-                client_id: p.client_id,
-                result: result.map_err(|e| failure(&e)),
-            });
+        };
+        match self.rest.place_order_now(&order) {
+            Ok(Some(written)) => {
+                tick_to_order(self, written.at);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let result = me.rest.written_response(written).await;
+                    me.placed(p.client_id, result);
+                });
+                true
+            }
+            Err(e) => {
+                self.placed(p.client_id, Err(e));
+                true
+            }
+            Ok(None) => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let result = me
+                        .rest
+                        .place_order_noting_send(&order, &|sent| tick_to_order(&me, sent))
+                        .await;
+                    me.placed(p.client_id, result);
+                });
+                false
+            }
+        }
+    }
+
+    fn placed(&self, client_id: String, result: Result<OrderResponse, RestError>) {
+        match &result {
+            Ok(_) => self.metrics.note_order_live(),
+            Err(e) => self.blocked(e),
+        }
+        let _ = self.tx.send(Input::Placed {
+            client_id,
+            result: result.map_err(|e| failure(&e)),
         });
     }
 
-    fn execute(&self, c: Command, reacting_to: Option<std::time::Instant>) {
+    /// Cancels an order as [`Self::place`] places one.
+    fn cancel(
+        &self,
+        symbol: String,
+        client_id: String,
+        reacting_to: Option<std::time::Instant>,
+    ) -> bool {
+        let order = OrderRef::ClientOrderId(client_id);
+        match self.rest.cancel_order_now(&symbol, &order) {
+            Ok(Some(written)) => {
+                self.note_sent(reacting_to, written.at);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let result = me.rest.written_response(written).await;
+                    me.canceled(order, result);
+                });
+                true
+            }
+            Err(e) => {
+                self.canceled(order, Err(e));
+                true
+            }
+            Ok(None) => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let result = me
+                        .rest
+                        .cancel_order_noting_send(&symbol, &order, &|sent| {
+                            me.note_sent(reacting_to, sent)
+                        })
+                        .await;
+                    me.canceled(order, result);
+                });
+                false
+            }
+        }
+    }
+
+    fn canceled(&self, order: OrderRef, result: Result<OrderResponse, RestError>) {
+        if let Err(e) = &result {
+            self.blocked(e);
+        }
+        let OrderRef::ClientOrderId(client_id) = order else {
+            return;
+        };
+        let _ = self.tx.send(Input::Canceled {
+            client_id,
+            result: result.map_err(|e| failure(&e)),
+        });
+    }
+
+    fn execute(&self, c: Command) {
         let me = self.clone();
         tokio::spawn(async move {
             let rest = &me.rest;
             let input = match c {
-                Command::Cancel { symbol, client_id } => {
-                    let r = rest
-                        .cancel_order_noting_send(
-                            &symbol,
-                            &OrderRef::ClientOrderId(client_id.clone()),
-                            &|sent| me.note_sent(reacting_to, sent),
-                        )
-                        .await;
-                    if let Err(e) = &r {
-                        me.blocked(e);
-                    }
-                    Input::Canceled {
-                        client_id,
-                        result: r.map_err(|e| failure(&e)),
-                    }
-                }
                 Command::Query { symbol, client_id } => {
                     let r = rest
                         .query_order(&symbol, &OrderRef::ClientOrderId(client_id.clone()))
@@ -856,6 +917,7 @@ impl Io {
                     }
                 }
                 Command::Place(_)
+                | Command::Cancel { .. }
                 | Command::SetMarketSymbols(_)
                 | Command::Record(_)
                 | Command::Exit { .. } => return,

@@ -2,7 +2,9 @@
 //! and the raw server side's reading of a request head.
 #![allow(dead_code)]
 
-use mmd::binance::rest::{NewOrder, OrderType, RespType, TimeInForce};
+use std::time::Duration;
+
+use mmd::binance::rest::{NewOrder, OrderType, RespType, RestClient, TimeInForce};
 use mmd::binance::types::Side;
 use rust_decimal_macros::dec;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
@@ -36,4 +38,15 @@ pub async fn read_head<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> O
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     buf.drain(..end);
     Some(head)
+}
+
+/// Waits until `c` has an order line open and idle.
+pub async fn idle_line(c: &RestClient) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while c.idle_order_lines() == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("an order line opens");
 }
