@@ -281,6 +281,22 @@ pub(crate) async fn open_venue(cfg: &Config) -> anyhow::Result<Venue_> {
     }
 }
 
+/// Lets the calling thread run only on a core nothing else wants (Linux's SCHED_IDLE):
+/// woken by the event loop, the ledger thread used to take the loop's own core for the
+/// length of an SQLite commit, with a market frame waiting (the kernel favours a thread
+/// that has slept). Records wait in the channel meanwhile, in order.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on the calling thread (pid 0) with a valid parameter.
+        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if r != 0 {
+            warn!(event = "ledger_priority", error = %std::io::Error::last_os_error(), "ledger thread keeps normal priority");
+        }
+    }
+}
+
 /// The ledger lives on its own thread: SQLite writes never stall the event loop.
 struct LedgerWriter {
     tx: Option<std::sync::mpsc::Sender<Record>>,
@@ -293,6 +309,7 @@ impl LedgerWriter {
         let thread = std::thread::Builder::new()
             .name("mmd-ledger".into())
             .spawn(move || {
+                background_priority();
                 let _ = ledger.record_run_start(started_ms);
                 let write = |ledger: &crate::ledger::Ledger, r: &Record| {
                     let res = match r {
