@@ -498,15 +498,13 @@ async fn run(shared: &Arc<Shared>, line: &Arc<Line>) {
                     Some(_) => {}
                     None => {
                         drop(state);
-                        // Only a line still idle expires: one just taken is in use.
+                        // Only a line still idle expires: one just taken is in use. A
+                        // kept line is replaced by a fresh one (in `end`) before the
+                        // server's own idle timeout can close it under a request.
                         let mut idle = shared.idle.lock();
                         if let Some(i) = idle.iter().position(|l| Arc::ptr_eq(l, line)) {
-                            let count = shared.count.load(Ordering::Relaxed);
-                            if count > shared.keep.load(Ordering::Relaxed) {
-                                idle.swap_remove(i);
-                                return;
-                            }
-                            idle_since = Instant::now();
+                            idle.swap_remove(i);
+                            return;
                         }
                     }
                 }
