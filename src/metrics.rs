@@ -25,6 +25,7 @@ pub const RECONCILE_MISMATCHES: &str = "mmd_reconcile_mismatches_total";
 pub const RESYNCS: &str = "mmd_resyncs_total";
 pub const DUPLICATES_DROPPED: &str = "mmd_ws_duplicates_dropped_total";
 pub const TICK_TO_ORDER: &str = "mmd_tick_to_order_seconds";
+pub const ORDER_REQUESTS: &str = "mmd_order_requests_total";
 
 const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     (
@@ -33,6 +34,11 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "Fills (trades) of our orders, each trade id counted once.",
     ),
     (ORDERS_PLACED, "counter", "Orders sent to the exchange."),
+    (
+        ORDER_REQUESTS,
+        "counter",
+        "Order and cancel requests sent, by who wrote them: path=\"line\" the event loop itself on a kept-alive order line; path=\"task\" a task of its own, slower, when no line was idle.",
+    ),
     (
         ORDERS_CANCELED,
         "counter",

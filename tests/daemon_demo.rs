@@ -62,7 +62,18 @@ async fn demo_config_quotes_and_fills_within_seconds() {
             "{symbol} not quoted on both sides\n{text}"
         );
     }
-    eprintln!("first fill after {:?}", start.elapsed());
+    // Orders and cancels go out on the event loop's own order lines, not (or only while
+    // lines open) by tasks of their own.
+    let on_lines = metric_in(&text, "mmd_order_requests_total", Some("path=\"line\""));
+    let by_tasks = metric_in(&text, "mmd_order_requests_total", Some("path=\"task\""));
+    assert!(
+        on_lines >= 4.0 && on_lines > by_tasks,
+        "order lines carried {on_lines} requests, tasks {by_tasks}\n{text}"
+    );
+    eprintln!(
+        "first fill after {:?}; requests on lines {on_lines}, by tasks {by_tasks}",
+        start.elapsed()
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -465,6 +465,7 @@ pub async fn run(
         rest: rest.clone(),
         tx: input_tx.clone(),
         metrics: metrics.clone(),
+        requests: Arc::default(),
     };
     let mut tick = tokio::time::interval(cfg.engine.tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -481,10 +482,11 @@ pub async fn run(
     let mut records: Vec<Record> = Vec::new();
 
     'main: loop {
-        if !records.is_empty() || engine.has_after_requests() {
+        if !records.is_empty() || engine.has_after_requests() || io.requests_uncounted() {
             // Lets the request tasks just spawned run (and write their bytes to the
             // socket) before this task logs the quotes and wakes the ledger thread.
             tokio::task::yield_now().await;
+            io.count_requests();
             for c in engine.after_requests() {
                 match c {
                     Command::Record(r) => records.push(r),
@@ -719,9 +721,32 @@ struct Io {
     rest: RestClient,
     tx: mpsc::UnboundedSender<Input>,
     metrics: Arc<Metrics>,
+    /// Orders and cancels written on an order line / by a task of their own, not yet
+    /// added to the metrics: counted after the requests of an input are all written.
+    requests: Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 impl Io {
+    fn note_request(&self, on_line: bool) {
+        self.requests[usize::from(!on_line)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn requests_uncounted(&self) -> bool {
+        self.requests
+            .iter()
+            .any(|n| n.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    }
+
+    fn count_requests(&self) {
+        for (n, path) in self.requests.iter().zip(["line", "task"]) {
+            let added = n.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if added > 0 {
+                self.metrics
+                    .add(metrics::ORDER_REQUESTS, &[("path", path)], added);
+            }
+        }
+    }
+
     fn blocked(&self, e: &RestError) {
         let now = now_ms();
         match e {
@@ -782,6 +807,7 @@ impl Io {
         match self.rest.place_order_now(&order) {
             Ok(Some(written)) => {
                 tick_to_order(self, written.at);
+                self.note_request(true);
                 let me = self.clone();
                 tokio::spawn(async move {
                     let result = me.rest.written_response(written).await;
@@ -794,6 +820,7 @@ impl Io {
                 true
             }
             Ok(None) => {
+                self.note_request(false);
                 let me = self.clone();
                 tokio::spawn(async move {
                     let result = me
@@ -829,6 +856,7 @@ impl Io {
         match self.rest.cancel_order_now(&symbol, &order) {
             Ok(Some(written)) => {
                 self.note_sent(reacting_to, written.at);
+                self.note_request(true);
                 let me = self.clone();
                 tokio::spawn(async move {
                     let result = me.rest.written_response(written).await;
@@ -841,6 +869,7 @@ impl Io {
                 true
             }
             Ok(None) => {
+                self.note_request(false);
                 let me = self.clone();
                 tokio::spawn(async move {
                     let result = me
