@@ -407,7 +407,6 @@ impl Line {
                         Err(e) => return Err(e),
                     }
                 }
-                // A TLS 1.3 session ticket or key update may want an answer.
                 let mut chunk = [0u8; 16 * 1024];
                 loop {
                     match io::Read::read(&mut tls.reader(), &mut chunk) {
