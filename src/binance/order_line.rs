@@ -224,40 +224,35 @@ impl Drop for OrderLines {
 
 /// Opens one more line in the background unless the limit is reached.
 fn open_one(shared: &Arc<Shared>) -> bool {
+    if shared.dropped.is_cancelled() {
+        return false;
+    }
     let reserved = shared
         .count
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
             (n < shared.max_lines).then_some(n + 1)
         })
         .is_ok();
-    if !reserved || shared.dropped.is_cancelled() {
-        if reserved {
-            shared.count.fetch_sub(1, Ordering::Relaxed);
-        }
+    if !reserved {
         return false;
     }
     let shared = shared.clone();
     tokio::spawn(async move {
         let opened = tokio::select! {
-            r = tokio::time::timeout(shared.connect_timeout, connect(&shared)) => r,
-            _ = shared.dropped.cancelled() => Ok(Err(io::Error::other("dropped"))),
+            r = tokio::time::timeout(shared.connect_timeout, connect(&shared)) => {
+                r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            }
+            _ = shared.dropped.cancelled() => Err(io::Error::other("dropped")),
         };
         match opened {
-            Ok(Ok(line)) => {
+            Ok(line) => {
                 let line = Arc::new(line);
                 shared.idle.lock().push(line.clone());
                 run(&shared, &line).await;
                 end(&shared, &line);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::debug!(event = "order_line_connect_failed", error = %e, "order line not opened");
-                shared.count.fetch_sub(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                tracing::debug!(
-                    event = "order_line_connect_failed",
-                    "order line not opened: timed out"
-                );
                 shared.count.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -301,14 +296,17 @@ fn end(shared: &Arc<Shared>, line: &Arc<Line>) {
     }
     shared.idle.lock().retain(|l| !Arc::ptr_eq(l, line));
     let left = shared.count.fetch_sub(1, Ordering::Relaxed) - 1;
-    if left < shared.keep.load(Ordering::Relaxed) && !shared.dropped.is_cancelled() {
+    if left < shared.keep.load(Ordering::Relaxed) {
         open_one(shared);
     }
 }
 
 impl Line {
     /// Hands `request` to the socket; what the non-blocking write does not take is left
-    /// for the line's task. An error only when no byte of it can have been sent.
+    /// for the line's task. An error only when no byte of it can have been sent. (An idle
+    /// line's send buffer is empty, its last request answered: a write that takes none
+    /// of the bytes does not happen in practice, and the stamp taken before it would
+    /// then be early by the wait for the socket.)
     fn write(&self, state: &mut State, request: &[u8]) -> io::Result<()> {
         match &self.tls {
             None => match self.tcp.try_write(request) {
