@@ -503,6 +503,7 @@ async fn run(shared: &Arc<Shared>, line: &Arc<Line>) {
                             idle.swap_remove(i);
                             return;
                         }
+                        idle_since = Instant::now();
                     }
                 }
             }
