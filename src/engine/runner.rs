@@ -485,7 +485,7 @@ pub async fn run(
     let mut records: Vec<Record> = Vec::new();
 
     'main: loop {
-        if !records.is_empty() || engine.has_after_requests() || io.requests_uncounted() {
+        if !records.is_empty() || engine.has_after_requests() {
             // Lets the request tasks just spawned run (and write their bytes to the
             // socket) before this task logs the quotes and wakes the ledger thread.
             tokio::task::yield_now().await;
@@ -538,6 +538,7 @@ pub async fn run(
             Some(s) = stream_rx.recv() => Event::Stream(s),
             _ = tick.tick() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                io.count_requests();
                 Event::Input(Input::Tick)
             },
             _ = time_sync.tick() => {
@@ -729,7 +730,8 @@ struct Io {
 }
 
 /// Orders and cancels sent since the metrics last took them: counted on the hot path
-/// with one atomic add, added to the metrics once an input's requests are all written.
+/// with one atomic add, added to the metrics after an input's placements are logged, or
+/// at the engine's next tick (0.5 s by default).
 #[derive(Default)]
 struct RequestCounts {
     on_line: AtomicU64,
@@ -737,11 +739,6 @@ struct RequestCounts {
 }
 
 impl Io {
-    fn requests_uncounted(&self) -> bool {
-        let r = &self.requests;
-        r.on_line.load(Relaxed) > 0 || r.by_task.load(Relaxed) > 0
-    }
-
     fn count_requests(&self) {
         let r = &self.requests;
         for (n, path) in [(&r.on_line, "line"), (&r.by_task, "task")] {
