@@ -357,3 +357,26 @@ async fn a_tls_line_the_server_closed_is_replaced_before_the_next_order() {
     assert_eq!(srv.connections.load(Ordering::SeqCst), 3);
     assert_eq!(srv.heads.lock().len(), 2, "each request was sent once");
 }
+
+#[tokio::test]
+async fn an_order_is_not_written_on_a_line_the_server_has_just_closed() {
+    let pki = pki();
+    let mut srv = tls_server(&pki, AfterAnswer::CloseWhenTold).await;
+    let c = trusting(&srv.url, &pki.ca);
+    c.keep_order_lines(1);
+    idle_line(&c).await;
+    let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+    assert_eq!(c.written_response(w).await.unwrap().order_id, 1);
+    srv.close_next().await;
+    // At once: the line's task has not read the close yet, and the line is still
+    // listed idle. Written on it, the order would be lost with the connection.
+    assert!(
+        c.place_order_now(&order("BTCUSDT")).unwrap().is_none(),
+        "the closed line is passed over: nothing sent"
+    );
+    idle_line(&c).await;
+    let w = c.place_order_now(&order("BTCUSDT")).unwrap().unwrap();
+    assert_eq!(c.written_response(w).await.unwrap().order_id, 2);
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(srv.heads.lock().len(), 2, "each request was sent once");
+}

@@ -193,6 +193,15 @@ impl OrderLines {
             if state.ended {
                 continue;
             }
+            if !line.quiet() {
+                // Closed by the server (or sent something unasked) since its last
+                // answer, and its task has not read that yet: a request written now
+                // would be lost with it, its outcome unknown. Its task ends it.
+                state.ended = true;
+                drop(state);
+                line.wake.notify_one();
+                continue;
+            }
             let (tx, rx) = oneshot::channel();
             let at = Instant::now();
             match line.write(&mut state, request) {
@@ -302,6 +311,31 @@ fn end(shared: &Arc<Shared>, line: &Arc<Line>) {
 }
 
 impl Line {
+    /// Whether nothing has arrived on this idle line: no close, no bytes. Asks the
+    /// socket itself (one non-blocking peek), not the runtime's readiness, which may not
+    /// have seen a close that arrived a moment ago.
+    #[cfg(unix)]
+    fn quiet(&self) -> bool {
+        use std::os::fd::AsRawFd as _;
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a valid buffer on a socket this line owns.
+        let n = unsafe {
+            libc::recv(
+                self.tcp.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && would_block(&io::Error::last_os_error())
+    }
+
+    /// Elsewhere the runtime's readiness is all there is: its task notices a close.
+    #[cfg(not(unix))]
+    fn quiet(&self) -> bool {
+        true
+    }
+
     /// Hands `request` to the socket; what the non-blocking write does not take is left
     /// for the line's task. An error only when no byte of it can have been sent. (An idle
     /// line's send buffer is empty, its last request answered: a write that takes none
