@@ -424,25 +424,35 @@ impl Daemon {
             },
         )
         .await;
-        self.wait_for(
-            "balances reported == exchange balances",
-            Duration::from_secs(8),
-            || async {
-                let reported = self.reported_balances().await;
-                let exchange = self.sim.balances(API_KEY);
-                assets.iter().all(|a| reported.get(*a) == exchange.get(*a))
-            },
-        )
-        .await;
-        let reported = self.reported_balances().await;
-        let exchange = self.sim.balances(API_KEY);
-        for a in assets {
-            assert_eq!(
-                reported.get(*a),
-                exchange.get(*a),
-                "{a}: daemon vs exchange"
-            );
+        // The daemon may still place or cancel orders on the frozen market (a level a
+        // fill took is quoted again at the next ticker), and the exchange locks the
+        // balance before its account update reaches the daemon. So a single later read
+        // can catch the two a few milliseconds apart; what must hold is that they meet.
+        let start = Instant::now();
+        let mut differences = Vec::new();
+        while start.elapsed() < Duration::from_secs(8) {
+            let reported = self.reported_balances().await;
+            let exchange = self.sim.balances(API_KEY);
+            differences = assets
+                .iter()
+                .filter(|a| reported.get(**a) != exchange.get(**a))
+                .map(|a| {
+                    format!(
+                        "{a}: daemon {:?} vs exchange {:?} (free, locked)",
+                        reported.get(*a),
+                        exchange.get(*a)
+                    )
+                })
+                .collect();
+            if differences.is_empty() {
+                return trades;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        trades
+        panic!(
+            "the daemon's balances never met the exchange's in 8 s; last read:\n{}\n--- daemon log (tail) ---\n{}",
+            differences.join("\n"),
+            tail(&self.log(), 40)
+        );
     }
 }
