@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// same two points. No engine, strategy, signing or HTTP library in between.
     #[arg(long)]
     pub floor: bool,
+    /// The daemon's `engine.rehearsal_interval` ("0s": no rehearsals), to measure what
+    /// they do. Default: the daemon's default.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub rehearsal_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,8 +222,15 @@ level = "warn"
 
 [storage]
 path = "mmd.sqlite"
-"#,
-        dir = dir.display()
+{engine}"#,
+        dir = dir.display(),
+        engine = args
+            .rehearsal_interval
+            .map(|d| format!(
+                "\n[engine]\nrehearsal_interval = \"{}\"\n",
+                humantime::format_duration(d)
+            ))
+            .unwrap_or_default()
     )
 }
 

@@ -367,6 +367,12 @@ pub struct EngineConfig {
     /// How often exchangeInfo is asked whether the symbols still trade.
     #[serde(deserialize_with = "de_duration")]
     pub status_check_interval: Duration,
+    /// How often, when no market frame came for as long, one market's decision and the
+    /// signing of its order request are rehearsed (nothing is sent), so that the next
+    /// tick finds them in the CPU's caches. Off ("0s") by default: at "1ms" the bookTicker
+    /// tick-to-request p50 fell by a third for about 3 % more of a core (README).
+    #[serde(deserialize_with = "de_duration")]
+    pub rehearsal_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -385,6 +391,7 @@ impl Default for EngineConfig {
             shutdown_timeout: Duration::from_secs(8),
             orphan_orders: OrphanPolicy::Cancel,
             status_check_interval: Duration::from_secs(30),
+            rehearsal_interval: Duration::ZERO,
         }
     }
 }
@@ -721,6 +728,12 @@ impl Config {
         positive(e.time_sync_interval, "engine.time_sync_interval")?;
         positive(e.shutdown_timeout, "engine.shutdown_timeout")?;
         positive(e.status_check_interval, "engine.status_check_interval")?;
+        if !e.rehearsal_interval.is_zero() && e.rehearsal_interval < Duration::from_millis(1) {
+            return Err(err(
+                "engine.rehearsal_interval",
+                "must be at least 1ms (a rehearsal takes microseconds), or \"0s\" to turn rehearsals off".into(),
+            ));
+        }
 
         if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
             return Err(err(
@@ -1246,6 +1259,29 @@ max_base_position = "0.05"
         let e = f.load().unwrap_err();
         assert!(e.to_string().contains("keepalive_intervall"), "{e}");
         assert!(e.to_string().contains("mmd.toml"), "{e}");
+    }
+
+    #[test]
+    fn rehearsals_are_off_unless_asked_for_and_never_more_often_than_each_millisecond() {
+        let f = Fixture::new(&format!("{SIM}[engine]\nrehearsal_interval = \"100us\"\n"));
+        let e = f.load().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("engine.rehearsal_interval"), "{e}");
+        assert!(e.reason.contains("at least 1ms"), "{e}");
+        let f = Fixture::new(&format!("{SIM}[engine]\nrehearsal_interval = \"0s\"\n"));
+        assert!(f.load().unwrap().engine.rehearsal_interval.is_zero());
+        let f = Fixture::new(&format!("{SIM}[engine]\nrehearsal_interval = \"1ms\"\n"));
+        assert_eq!(
+            f.load().unwrap().engine.rehearsal_interval,
+            Duration::from_millis(1)
+        );
+        assert!(
+            Fixture::new(SIM)
+                .load()
+                .unwrap()
+                .engine
+                .rehearsal_interval
+                .is_zero()
+        );
     }
 
     #[test]

@@ -433,6 +433,28 @@ async fn an_order_to_a_closed_port_is_a_connect_error_without_the_url() {
 }
 
 #[tokio::test]
+async fn a_rehearsed_order_is_built_as_the_real_one_and_never_sent() {
+    let srv = raw_server(usize::MAX).await;
+    let c = client(&srv.url);
+    c.keep_order_lines(1);
+    idle_line(&c).await;
+    let rehearsed = c.rehearse_order(&order("BTCUSDT"));
+    // Nothing reaches the server, and the line stays idle for the real order.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(srv.heads.lock().is_empty());
+    assert_eq!(c.idle_order_lines(), 1);
+    let w = c
+        .place_order_now(&order("BTCUSDT"))
+        .unwrap()
+        .expect("the line is idle");
+    c.written_response(w).await.unwrap();
+    let heads = srv.heads.lock().clone();
+    assert_eq!(heads.len(), 1);
+    // The same head but for the timestamp and the signature, which are as long.
+    assert_eq!(rehearsed, heads[0].len(), "{}", heads[0]);
+}
+
+#[tokio::test]
 async fn orders_written_now_are_signed_answered_and_counted_on_one_line() {
     let (srv, url) = start().await;
     let c = client(&url);

@@ -1,6 +1,6 @@
 //! Reconciliation against the exchange: fills made while the user stream is down are
-//! recovered exactly once; with duplicated user events and the legacy
-//! `outboundAccountInfo` on, every balance the daemon reports equals the exchange's.
+//! recovered exactly once; with duplicated user events, the legacy `outboundAccountInfo`
+//! and rehearsals on, every balance the daemon reports equals the exchange's.
 
 mod daemon_support;
 
@@ -70,12 +70,18 @@ async fn fills_while_the_user_stream_is_down_are_recovered_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn balances_equal_the_exchange_with_duplicated_events_and_legacy_account_info() {
+async fn balances_equal_the_exchange_with_duplicated_events_legacy_account_info_and_rehearsals() {
     let soak = std::env::var_os("MMD_SOAK").is_some();
     let mut cfg = sim_config();
     cfg.legacy_account_info = true;
     cfg.market.taker_rate = 25.0;
-    let mut d = Daemon::new(cfg, &[("BTCUSDT", "0.001"), ("ETHUSDT", "0.01")], "").await;
+    // With rehearsals between ticks: none of their requests may reach the exchange.
+    let mut d = Daemon::new(
+        cfg,
+        &[("BTCUSDT", "0.001"), ("ETHUSDT", "0.01")],
+        "rehearsal_interval = \"5ms\"",
+    )
+    .await;
     // Three levels a side close to the touch: hundreds of fills.
     for (symbol, qty) in [("BTCUSDT", "0.001"), ("ETHUSDT", "0.01")] {
         std::fs::write(
@@ -105,6 +111,16 @@ async fn balances_equal_the_exchange_with_duplicated_events_and_legacy_account_i
         d.metric("mmd_reconcile_mismatches_total", None).await
     );
     assert!(trades >= if soak { 200 } else { 60 }, "only {trades} fills");
+    let placed = d.sim.client_order_ids(API_KEY);
+    assert!(!placed.is_empty());
+    let strays: Vec<&String> = placed
+        .iter()
+        .filter(|id| !id.starts_with("mmdt-"))
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "orders the daemon did not place: {strays:?}"
+    );
     assert!(d.stop().await.success());
     assert!(d.open_orders().is_empty());
     d.assert_no_panic();

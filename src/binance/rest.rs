@@ -764,40 +764,12 @@ impl RestClient {
         if !inner.lines.has_idle() {
             return Ok(None);
         }
-        let key = inner.api_key.as_deref().ok_or_else(|| {
-            RestError::Transport("endpoint needs an API key but none is configured".into())
-        })?;
-        // hyper refuses such a header value; this head is written by hand.
-        if key.bytes().any(|b| b == b'\r' || b == b'\n') {
-            return Err(RestError::Transport(
-                "the API key holds a line break".into(),
-            ));
-        }
+        let key = self.order_line_key()?;
         inner
             .limiter
             .lock()
             .try_acquire(cost, self.server_time_ms())?;
-        let query = self.query_string(Auth::Signed, &params)?;
-        let mut head = Vec::with_capacity(160 + query.len() + key.len());
-        for part in [
-            method.as_str(),
-            " ",
-            &inner.path_prefix,
-            ORDER_PATH,
-            "?",
-            &query,
-            " HTTP/1.1\r\nhost: ",
-        ] {
-            head.extend_from_slice(part.as_bytes());
-        }
-        head.extend_from_slice(inner.host.as_bytes());
-        for part in ["\r\naccept: */*\r\nx-mbx-apikey: ", key] {
-            head.extend_from_slice(part.as_bytes());
-        }
-        if method == Method::POST {
-            head.extend_from_slice(b"\r\ncontent-length: 0");
-        }
-        head.extend_from_slice(b"\r\n\r\n");
+        let head = self.order_head(method.as_str(), key, &params)?;
         // The line may turn out to have ended just now: then the budget taken above is
         // spent without a request (counted once more when the async path sends it), a
         // conservative miscount that the next response's headers correct.
@@ -811,6 +783,61 @@ impl RestClient {
                 cost,
                 params,
             }))
+    }
+
+    fn order_line_key(&self) -> Result<&str, RestError> {
+        let key = self.inner.api_key.as_deref().ok_or_else(|| {
+            RestError::Transport("endpoint needs an API key but none is configured".into())
+        })?;
+        // hyper refuses such a header value; this head is written by hand.
+        if key.bytes().any(|b| b == b'\r' || b == b'\n') {
+            return Err(RestError::Transport(
+                "the API key holds a line break".into(),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// The signed request's bytes, as an order line writes them.
+    fn order_head(
+        &self,
+        method: &str,
+        key: &str,
+        params: &[(&'static str, String)],
+    ) -> Result<Vec<u8>, RestError> {
+        let inner = &*self.inner;
+        let query = self.query_string(Auth::Signed, params)?;
+        let mut head = Vec::with_capacity(160 + query.len() + key.len());
+        for part in [
+            method,
+            " ",
+            &inner.path_prefix,
+            ORDER_PATH,
+            "?",
+            &query,
+            " HTTP/1.1\r\nhost: ",
+        ] {
+            head.extend_from_slice(part.as_bytes());
+        }
+        head.extend_from_slice(inner.host.as_bytes());
+        for part in ["\r\naccept: */*\r\nx-mbx-apikey: ", key] {
+            head.extend_from_slice(part.as_bytes());
+        }
+        if method == Method::POST.as_str() {
+            head.extend_from_slice(b"\r\ncontent-length: 0");
+        }
+        head.extend_from_slice(b"\r\n\r\n");
+        Ok(head)
+    }
+
+    /// Builds and signs `order`'s request as [`Self::place_order_now`] would, and drops it:
+    /// nothing is sent and no request budget is taken. Keeps the signing path warm between
+    /// sparse ticks (the engine's rehearsal). The request's length, or 0 when it could
+    /// not be built (as the real placement would then fail).
+    pub fn rehearse_order(&self, order: &NewOrder) -> usize {
+        self.order_line_key()
+            .and_then(|key| self.order_head(Method::POST.as_str(), key, &order.params()))
+            .map_or(0, |head| std::hint::black_box(head).len())
     }
 
     /// Keeps `n` order lines open, so that the first order after a quiet spell finds one

@@ -149,6 +149,17 @@ pub enum Input {
     Reload(Vec<MarketSetup>),
 }
 
+/// A quote of a rehearsed decision ([`super::Engine::rehearse`]): its order request is
+/// built and signed as a placement's would be, then dropped. Never sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rehearsal {
+    pub symbol: String,
+    pub side: Side,
+    pub price: Decimal,
+    pub qty: Decimal,
+    pub post_only: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlaceOrder {
     pub symbol: String,

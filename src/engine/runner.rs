@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::core::{Engine, EngineSettings};
 use super::io::{
-    Command, Input, MarketSetup, NOT_LISTED, PlaceOrder, Record, RestFailure, Snapshot,
+    Command, Input, MarketSetup, NOT_LISTED, PlaceOrder, Record, Rehearsal, RestFailure, Snapshot,
 };
 use super::orders::ClientIdGen;
 use crate::binance::market::{MarketMode, MarketStreamHandle, spawn_market_stream};
@@ -27,7 +27,7 @@ use crate::binance::rest::{
 };
 use crate::binance::sign::{Ed25519Signer, HmacSigner, Signer};
 use crate::binance::stream::{StreamEvent, StreamSettings};
-use crate::binance::types::{CanceledOpenOrder, ExchangeInfo, OrderResponse, SymbolFilter};
+use crate::binance::types::{CanceledOpenOrder, ExchangeInfo, OrderResponse, Side, SymbolFilter};
 use crate::binance::user_stream::{UserStreamHandle, spawn_user_stream};
 use crate::config::{
     Config, ConfigError, MarketConfig, MarketStreamKind, UserStreamTransport, Venue,
@@ -474,6 +474,14 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut time_sync = tokio::time::interval(cfg.engine.time_sync_interval);
     time_sync.tick().await;
+    let rehearsal_interval = cfg.engine.rehearsal_interval;
+    let mut rehearsal = (!rehearsal_interval.is_zero()).then(|| {
+        let mut i = tokio::time::interval(rehearsal_interval);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    // A market frame handled less than an interval ago left the path warm.
+    let mut last_market_input = tokio::time::Instant::now();
     let mut deadline: Option<tokio::time::Instant> = None;
     let exit_code: i32;
     let mut ready_sent = false;
@@ -541,6 +549,14 @@ pub async fn run(
                 io.count_requests();
                 Event::Input(Input::Tick)
             },
+            _ = async { match &mut rehearsal { Some(i) => i.tick().await, None => std::future::pending().await } } => {
+                if last_market_input.elapsed() >= rehearsal_interval
+                    && let Some(r) = engine.rehearse(now_ms())
+                {
+                    io.rehearse(&r);
+                }
+                continue;
+            }
             _ = time_sync.tick() => {
                 let r = rest.clone();
                 tokio::spawn(async move {
@@ -574,7 +590,10 @@ pub async fn run(
         };
         // The first order request a market frame causes is its reaction time.
         let mut reacting_to = match &input {
-            Input::Market { received, .. } => Some(*received),
+            Input::Market { received, .. } => {
+                last_market_input = tokio::time::Instant::now();
+                Some(*received)
+            }
             _ => None,
         };
         let commands = engine.handle(input, now_ms());
@@ -647,6 +666,35 @@ pub async fn run(
     }
     info!(event = "exit", code = exit_code, "mmd stopped");
     Ok(exit_code)
+}
+
+/// The limit order a quote is placed as: LIMIT_MAKER when post-only, else LIMIT GTC.
+fn new_order(
+    symbol: &str,
+    side: Side,
+    price: Decimal,
+    qty: Decimal,
+    post_only: bool,
+    client_id: &str,
+) -> NewOrder {
+    NewOrder {
+        symbol: symbol.to_owned(),
+        side,
+        order_type: if post_only {
+            OrderType::LimitMaker
+        } else {
+            OrderType::Limit
+        },
+        time_in_force: if post_only {
+            None
+        } else {
+            Some(TimeInForce::Gtc)
+        },
+        qty,
+        price: Some(price),
+        client_order_id: client_id.to_owned(),
+        resp_type: RespType::Result,
+    }
 }
 
 /// Fetches the best bid/ask of `symbols` for [`Input::MarketSeed`]. Only a head start:
@@ -791,27 +839,19 @@ impl Io {
         }
     }
 
+    /// Builds and signs the request of a rehearsed decision's quote, as [`Self::place`]
+    /// would, and drops it.
+    fn rehearse(&self, r: &Rehearsal) {
+        // The length of a real client id (prefix, run id, symbol, sequence number).
+        const CLIENT_ID: &str = "mmd-rehearsal-never-sent-0001";
+        let order = new_order(&r.symbol, r.side, r.price, r.qty, r.post_only, CLIENT_ID);
+        std::hint::black_box(self.rest.rehearse_order(&order));
+    }
+
     /// Places `p`. True when its request was written on an order line in this call (or
     /// refused before sending); false when a task of its own will write it.
     fn place(&self, p: PlaceOrder, reacting_to: Option<std::time::Instant>) -> bool {
-        let order = NewOrder {
-            symbol: p.symbol.clone(),
-            side: p.side,
-            order_type: if p.post_only {
-                OrderType::LimitMaker
-            } else {
-                OrderType::Limit
-            },
-            time_in_force: if p.post_only {
-                None
-            } else {
-                Some(TimeInForce::Gtc)
-            },
-            qty: p.qty,
-            price: Some(p.price),
-            client_order_id: p.client_id.clone(),
-            resp_type: RespType::Result,
-        };
+        let order = new_order(&p.symbol, p.side, p.price, p.qty, p.post_only, &p.client_id);
         // Ends when the signed request's bytes are handed to the socket's write:
         // signing, building and writing the request are the hot path.
         let tick_to_order = move |me: &Io, sent: std::time::Instant| {

@@ -1111,3 +1111,253 @@ fn a_rest_seed_never_overrides_stream_data() {
     // The next frame at the same prices changes nothing either.
     assert!(places(&h.feed(ticker("BTCUSDT", dec!(100.00), dec!(100.10)))).is_empty());
 }
+
+mod rehearsal {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn market(strategy: &str, params: &str, risk: &str) -> MarketSetup {
+        let mut m = setup("BTCUSDT");
+        m.config.strategy_name = strategy.into();
+        m.config.strategy_params = toml::from_str(params).unwrap();
+        m.config.risk = toml::from_str(risk).unwrap();
+        m
+    }
+
+    /// The spread model, and Avellaneda-Stoikov estimating σ and κ online: a decision of
+    /// the latter changes its κ estimator, the state a leaking rehearsal would corrupt.
+    fn engine(avellaneda: bool) -> H {
+        let risk = "max_base_position = \"0.5\"\nmax_daily_loss = \"50\"\n";
+        let m = if avellaneda {
+            market(
+                "avellaneda",
+                "gamma = \"0.1\"\nkappa = \"100\"\nhorizon = \"infinite\"\nmax_inventory_units = \"5\"\norder_qty = \"0.1\"\nvolatility_window = 2\nvolatility_sample_interval = \"1s\"\nestimate_kappa = true\nkappa_min_fills = 1\n",
+                risk,
+            )
+        } else {
+            market(
+                "spread",
+                "bid_spread_bps = 10\nask_spread_bps = 10\norder_qty = \"0.1\"\nrefresh_tolerance_bps = 2\n",
+                risk,
+            )
+        };
+        let metrics = Metrics::new();
+        let e = Engine::new(
+            EngineSettings::new("mmd", "run01"),
+            vec![m],
+            metrics.clone(),
+        )
+        .unwrap();
+        let mut h = H {
+            e,
+            now: 1_000_000,
+            metrics,
+        };
+        h.streams_up();
+        h.feed(Input::Resynced {
+            reason: ResyncReason::Startup,
+            result: Ok(snapshot(vec![])),
+        });
+        h
+    }
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        /// A bookTicker this many cents off 100.00, after this many ms.
+        Tick(i64, u64),
+        /// The exchange accepts the placement waiting longest.
+        Ack,
+        /// The exchange answers every cancel sent.
+        CancelsDone,
+        /// The oldest accepted order fills (in full).
+        Fill,
+        /// The engine tick (timers, gauges).
+        EngineTick,
+    }
+
+    fn input(ev: &Ev, book: &mut Book, at: Instant) -> Option<Input> {
+        Some(match *ev {
+            Ev::Tick(cents, _) => {
+                let bid = dec!(100.00) + Decimal::new(cents, 2);
+                Input::Market {
+                    event: MarketEvent::BookTicker(BookTicker {
+                        update_id: 1,
+                        symbol: "BTCUSDT".into(),
+                        best_bid: bid,
+                        best_bid_qty: dec!(1),
+                        best_ask: bid + dec!(0.10),
+                        best_ask_qty: dec!(1),
+                    }),
+                    received: at,
+                }
+            }
+            Ev::Ack => {
+                let p = book.unanswered.first()?.clone();
+                book.unanswered.remove(0);
+                book.next_id += 1;
+                book.accepted.push((p.clone(), book.next_id));
+                ack(&p, book.next_id)
+            }
+            Ev::CancelsDone => {
+                let cid = book.canceling.pop()?;
+                let (p, id) = book
+                    .accepted
+                    .iter()
+                    .find(|(p, _)| p.client_id == cid)?
+                    .clone();
+                book.accepted.retain(|(p, _)| p.client_id != cid);
+                let Input::Placed {
+                    result: Ok(mut resp),
+                    ..
+                } = ack(&p, id)
+                else {
+                    unreachable!()
+                };
+                resp.status = Some(OrderStatus::Canceled);
+                Input::Canceled {
+                    client_id: cid,
+                    result: Ok(resp),
+                }
+            }
+            Ev::Fill => {
+                let (p, id) = book.accepted.first()?.clone();
+                book.accepted.remove(0);
+                book.trade_id += 1;
+                exec(
+                    &p,
+                    id,
+                    ExecType::Trade,
+                    OrderStatus::Filled,
+                    p.qty,
+                    p.qty,
+                    book.trade_id,
+                    book.trade_id as u64,
+                )
+            }
+            Ev::EngineTick => Input::Tick,
+        })
+    }
+
+    /// What the exchange holds of the engine's orders, from the commands it sent.
+    #[derive(Default)]
+    struct Book {
+        unanswered: Vec<PlaceOrder>,
+        accepted: Vec<(PlaceOrder, u64)>,
+        canceling: Vec<String>,
+        /// Every client id placed.
+        ids: Vec<String>,
+        next_id: u64,
+        trade_id: i64,
+    }
+
+    impl Book {
+        fn sent(&mut self, commands: &[Command]) {
+            for c in commands {
+                match c {
+                    Command::Place(p) => {
+                        self.ids.push(p.client_id.clone());
+                        self.unanswered.push(p.clone());
+                    }
+                    Command::Cancel { client_id, .. } => self.canceling.push(client_id.clone()),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A rehearsal between any two inputs changes no later decision: the engine that
+        /// rehearses sends the same commands, records the same ledger rows and publishes
+        /// the same metrics as one that never does.
+        #[test]
+        fn rehearsing_between_inputs_changes_nothing_the_engine_does(
+            avellaneda in any::<bool>(),
+            evs in prop::collection::vec((prop_oneof![
+                4 => (-40i64..40, 1u64..3_000).prop_map(|(c, ms)| Ev::Tick(c, ms)),
+                3 => Just(Ev::Ack),
+                2 => Just(Ev::CancelsDone),
+                2 => Just(Ev::Fill),
+                1 => Just(Ev::EngineTick),
+            ], prop::collection::vec(0u64..10_000, 0..4)), 1..40),
+        ) {
+            let mut plain = engine(avellaneda);
+            let mut rehearsing = engine(avellaneda);
+            let mut book = Book::default();
+            for (ev, rehearsals) in &evs {
+                if let Ev::Tick(_, ms) = ev {
+                    plain.now += ms;
+                    rehearsing.now += ms;
+                }
+                // At any moment up to 10 s on: a strategy whose state a rehearsal
+                // reached would show it in the later decisions.
+                for later in rehearsals {
+                    rehearsing.e.rehearse(rehearsing.now + later);
+                }
+                let Some(a) = input(ev, &mut book, Instant::now()) else {
+                    continue;
+                };
+                let b = same(&a);
+                let ca = plain.feed(a);
+                let cb = rehearsing.feed(b);
+                prop_assert_eq!(&ca, &cb);
+                book.sent(&ca);
+            }
+            prop_assert_eq!(plain.metrics.render(), rehearsing.metrics.render());
+            for id in &book.ids {
+                prop_assert_eq!(
+                    format!("{:?}", plain.e.orders().get(id)),
+                    format!("{:?}", rehearsing.e.orders().get(id))
+                );
+            }
+            prop_assert_eq!(plain.e.position("BTCUSDT"), rehearsing.e.position("BTCUSDT"));
+        }
+    }
+
+    /// The input again, for the twin engine.
+    fn same(i: &Input) -> Input {
+        match i {
+            Input::Market { event, received } => Input::Market {
+                event: event.clone(),
+                received: *received,
+            },
+            Input::Placed { client_id, result } => Input::Placed {
+                client_id: client_id.clone(),
+                result: result.clone(),
+            },
+            Input::Canceled { client_id, result } => Input::Canceled {
+                client_id: client_id.clone(),
+                result: result.clone(),
+            },
+            Input::User(e) => Input::User(e.clone()),
+            Input::Tick => Input::Tick,
+            other => unreachable!("not generated: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_rehearsal_decides_what_the_engine_would_and_sends_nothing() {
+        for avellaneda in [false, true] {
+            let mut h = engine(avellaneda);
+            let tick =
+                |cents| input(&Ev::Tick(cents, 0), &mut Book::default(), Instant::now()).unwrap();
+            // Avellaneda-Stoikov quotes once σ has its samples.
+            let mut placed = Vec::new();
+            for _ in 0..4 {
+                h.now += 1_000;
+                placed.extend(places(&h.feed(tick(0))));
+            }
+            assert!(!placed.is_empty(), "avellaneda {avellaneda}: no quotes");
+            let r = h.e.rehearse(h.now).expect("a rehearsed quote");
+            assert!(
+                placed
+                    .iter()
+                    .any(|p| (p.side, p.price, p.qty) == (r.side, r.price, r.qty)),
+                "avellaneda {avellaneda}: rehearsed {r:?}, placed {placed:?}"
+            );
+            assert!(r.post_only);
+            // The same frame again: the quotes stand, so nothing is sent.
+            assert!(h.feed(tick(0)).is_empty(), "avellaneda {avellaneda}");
+        }
+    }
+}

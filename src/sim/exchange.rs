@@ -2033,6 +2033,18 @@ impl Exchange {
             .collect()
     }
 
+    /// The client order id of every order the account placed since the last restart.
+    pub fn client_order_ids_of(&self, account: u32) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .client_ids
+            .keys()
+            .filter(|(owner, _, _)| *owner == account)
+            .map(|(_, _, id)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     pub fn trades_of(&self, account: u32) -> Vec<TradeRecord> {
         self.accounts[account as usize].trades.clone()
     }

@@ -345,6 +345,14 @@ impl SimHandle {
             .unwrap_or_default()
     }
 
+    /// The client order id of every order `api_key` placed (since the last restart).
+    pub fn client_order_ids(&self, api_key: &str) -> Vec<String> {
+        let ex = self.shared.exchange.lock();
+        ex.account_of(api_key)
+            .map(|a| ex.client_order_ids_of(a))
+            .unwrap_or_default()
+    }
+
     pub fn open_orders(&self, api_key: &str) -> Vec<OrderRecord> {
         let ex = self.shared.exchange.lock();
         ex.account_of(api_key)

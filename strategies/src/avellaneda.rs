@@ -379,6 +379,7 @@ impl KappaEstimator {
     }
 }
 
+#[derive(Clone)]
 pub struct AvellanedaStrategy {
     params: AvellanedaParams,
     volatility: VolatilityEstimator,
@@ -571,6 +572,10 @@ impl Strategy for AvellanedaStrategy {
             max_order_age_ms: self.params.max_order_age_ms,
             min_spread_bps: self.params.min_spread_bps,
         }
+    }
+
+    fn fork(&self) -> Box<dyn Strategy> {
+        Box::new(self.clone())
     }
 }
 

@@ -214,6 +214,10 @@ pub trait Strategy: Send {
         *out = self.quotes(ctx).quotes;
     }
     fn refresh_policy(&self) -> RefreshPolicy;
+    /// A copy of the strategy as it is now, for a decision that is only rehearsed (the
+    /// daemon keeps its hot path warm between sparse ticks): whatever the rehearsal
+    /// changes in the copy, an estimator's sample or a cache, goes with the copy.
+    fn fork(&self) -> Box<dyn Strategy>;
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -560,6 +560,7 @@ fn covers(left: Wide, total: Wide) -> Option<()> {
     (total.cmp(left)? != Ordering::Greater).then_some(())
 }
 
+#[derive(Clone)]
 pub struct SpreadStrategy {
     params: SpreadParams,
     /// Per level: price multipliers from the reference (1 ∓ spread) and quantity, computed once.
@@ -584,6 +585,7 @@ pub struct SpreadStrategy {
     tick_plan: Option<TickPlan>,
 }
 
+#[derive(Clone)]
 struct LevelShape {
     level: u32,
     bid_factor: Decimal,
@@ -1041,6 +1043,10 @@ impl Strategy for SpreadStrategy {
             max_order_age_ms: self.params.max_order_age_ms,
             min_spread_bps: self.params.min_spread_bps,
         }
+    }
+
+    fn fork(&self) -> Box<dyn Strategy> {
+        Box::new(self.clone())
     }
 }
 
