@@ -769,7 +769,7 @@ impl RestClient {
             .limiter
             .lock()
             .try_acquire(cost, self.server_time_ms())?;
-        let head = self.order_head(method.as_str(), key, &params)?;
+        let head = self.order_head(&method, key, &params)?;
         // The line may turn out to have ended just now: then the budget taken above is
         // spent without a request (counted once more when the async path sends it), a
         // conservative miscount that the next response's headers correct.
@@ -801,7 +801,7 @@ impl RestClient {
     /// The signed request's bytes, as an order line writes them.
     fn order_head(
         &self,
-        method: &str,
+        method: &Method,
         key: &str,
         params: &[(&'static str, String)],
     ) -> Result<Vec<u8>, RestError> {
@@ -809,7 +809,7 @@ impl RestClient {
         let query = self.query_string(Auth::Signed, params)?;
         let mut head = Vec::with_capacity(160 + query.len() + key.len());
         for part in [
-            method,
+            method.as_str(),
             " ",
             &inner.path_prefix,
             ORDER_PATH,
@@ -823,7 +823,7 @@ impl RestClient {
         for part in ["\r\naccept: */*\r\nx-mbx-apikey: ", key] {
             head.extend_from_slice(part.as_bytes());
         }
-        if method == Method::POST.as_str() {
+        if *method == Method::POST {
             head.extend_from_slice(b"\r\ncontent-length: 0");
         }
         head.extend_from_slice(b"\r\n\r\n");
@@ -836,7 +836,7 @@ impl RestClient {
     /// not be built (as the real placement would then fail).
     pub fn rehearse_order(&self, order: &NewOrder) -> usize {
         self.order_line_key()
-            .and_then(|key| self.order_head(Method::POST.as_str(), key, &order.params()))
+            .and_then(|key| self.order_head(&Method::POST, key, &order.params()))
             .map_or(0, |head| std::hint::black_box(head).len())
     }
 

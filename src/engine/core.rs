@@ -103,6 +103,12 @@ struct Scratch {
 }
 
 impl Market {
+    /// Not quoting, whatever the market does: being removed, stopped by the kill switch,
+    /// not trading at the exchange, or paused after a rejection.
+    fn held(&self, now_ms: u64) -> bool {
+        self.removing || self.killed || self.halted || now_ms < self.paused_until_ms
+    }
+
     /// The market's state as the engine quotes from it: from a stream frame or a REST seed.
     fn take_snapshot(&mut self, snap: MarketSnapshot, now_ms: u64) {
         self.strategy.on_market(&snap);
@@ -642,7 +648,7 @@ impl Engine {
         }
         self.rehearsal_turn = (self.rehearsal_turn + 1) % self.markets.len();
         let (symbol, m) = self.markets.iter_mut().nth(self.rehearsal_turn)?;
-        if m.removing || m.killed || m.halted || m.stale || now_ms < m.paused_until_ms {
+        if m.held(now_ms) || m.stale {
             return None;
         }
         if now_ms.saturating_sub(m.last_data_ms.unwrap_or(0)) > self.s.stale_after_ms {
@@ -681,7 +687,7 @@ impl Engine {
         let Some(m) = self.markets.get_mut(symbol) else {
             return;
         };
-        if m.removing || m.killed || m.halted || now < m.paused_until_ms {
+        if m.held(now) {
             return;
         }
         let Some(snap) = m.snapshot.clone() else {
