@@ -311,11 +311,26 @@ fn end(shared: &Arc<Shared>, line: &Arc<Line>) {
 }
 
 impl Line {
-    /// Whether nothing has arrived on this idle line: no close, no bytes. Asks the
-    /// socket itself (one non-blocking peek), not the runtime's readiness, which may not
-    /// have seen a close that arrived a moment ago.
-    #[cfg(unix)]
+    /// Whether a request written on this idle line now would be answered on it: nothing
+    /// has arrived since its last answer but, with TLS, records that carry no data (the
+    /// session tickets a TLS 1.3 server sends after the handshake, a key update), which
+    /// are processed here. A close or unasked bytes end it.
     fn quiet(&self) -> bool {
+        if !self.has_arrivals() {
+            return true;
+        }
+        if self.tls.is_none() {
+            return false;
+        }
+        let mut unasked = Vec::new();
+        matches!(self.read(&mut unasked), Ok(true)) && unasked.is_empty()
+    }
+
+    /// Whether bytes or a close have arrived. Asks the socket itself (one non-blocking
+    /// peek), not the runtime's readiness, which may not have seen a close that arrived
+    /// a moment ago.
+    #[cfg(unix)]
+    fn has_arrivals(&self) -> bool {
         use std::os::fd::AsRawFd as _;
         let mut byte = 0u8;
         // SAFETY: a one-byte peek into a valid buffer on a socket this line owns.
@@ -327,13 +342,13 @@ impl Line {
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
-        n < 0 && would_block(&io::Error::last_os_error())
+        !(n < 0 && would_block(&io::Error::last_os_error()))
     }
 
     /// Elsewhere the runtime's readiness is all there is: its task notices a close.
     #[cfg(not(unix))]
-    fn quiet(&self) -> bool {
-        true
+    fn has_arrivals(&self) -> bool {
+        false
     }
 
     /// Hands `request` to the socket; what the non-blocking write does not take is left
