@@ -72,9 +72,10 @@ impl TlsServer {
     }
 }
 
-async fn tls_server(pki: &Pki, after: AfterAnswer) -> TlsServer {
+/// The servers' TLS setup: the leaf and its CA, TLS 1.2 and 1.3 (rustls's defaults).
+fn server_config(pki: &Pki) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
@@ -82,7 +83,11 @@ async fn tls_server(pki: &Pki, after: AfterAnswer) -> TlsServer {
             vec![pki.leaf.clone(), pki.ca.clone()],
             PrivateKeyDer::Pkcs8(pki.leaf_key.clone_key()),
         )
-        .unwrap();
+        .unwrap()
+}
+
+async fn tls_server(pki: &Pki, after: AfterAnswer) -> TlsServer {
+    let mut config = server_config(pki);
     // Offered so that a client offering h2 would get it: the handshakes then show which
     // protocol the client asked for.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -391,16 +396,7 @@ fn late_tickets_server(
     std::sync::mpsc::Sender<()>,
     std::sync::mpsc::Receiver<()>,
 ) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![pki.leaf.clone(), pki.ca.clone()],
-            PrivateKeyDer::Pkcs8(pki.leaf_key.clone_key()),
-        )
-        .unwrap();
+    let config = server_config(pki);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let (tell, told) = std::sync::mpsc::channel::<()>();
@@ -423,6 +419,7 @@ fn late_tickets_server(
             }
             conn.process_new_packets().unwrap();
         }
+        // TLS 1.3 (the client and server agree on it) queues its tickets here.
         assert!(conn.wants_write(), "tickets queued");
         if told.recv().is_err() {
             return;
