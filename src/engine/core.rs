@@ -109,6 +109,11 @@ impl Market {
         self.removing || self.killed || self.halted || now_ms < self.paused_until_ms
     }
 
+    /// How old the market data is (from the epoch when there is none: always stale).
+    fn data_age(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_data_ms.unwrap_or(0))
+    }
+
     /// The market's state as the engine quotes from it: from a stream frame or a REST seed.
     fn take_snapshot(&mut self, snap: MarketSnapshot, now_ms: u64) {
         self.strategy.on_market(&snap);
@@ -162,7 +167,7 @@ struct OwnOrders {
 }
 
 /// Whether a decision is acted on or only rehearsed ([`Engine::rehearse`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Take {
     Real,
     Rehearsal,
@@ -651,7 +656,7 @@ impl Engine {
         if m.held(now_ms) || m.stale {
             return None;
         }
-        if now_ms.saturating_sub(m.last_data_ms.unwrap_or(0)) > self.s.stale_after_ms {
+        if m.data_age(now_ms) > self.s.stale_after_ms {
             return None;
         }
         let snap = m.snapshot.clone().filter(|s| s.is_two_sided())?;
@@ -698,7 +703,7 @@ impl Engine {
         if !snap.is_two_sided() {
             return;
         }
-        let age = now.saturating_sub(m.last_data_ms.unwrap_or(0));
+        let age = m.data_age(now);
         if age > stale_after {
             if !m.stale {
                 m.stale = true;
