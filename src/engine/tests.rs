@@ -45,10 +45,14 @@ struct H {
 
 impl H {
     fn new(symbols: &[&str]) -> Self {
+        Self::with(symbols.iter().map(|s| setup(s)).collect())
+    }
+
+    fn with(markets: Vec<MarketSetup>) -> Self {
         let metrics = Metrics::new();
         let e = Engine::new(
             EngineSettings::new("mmd", "run01"),
-            symbols.iter().map(|s| setup(s)).collect(),
+            markets,
             metrics.clone(),
         )
         .unwrap();
@@ -1141,18 +1145,7 @@ mod rehearsal {
                 risk,
             )
         };
-        let metrics = Metrics::new();
-        let e = Engine::new(
-            EngineSettings::new("mmd", "run01"),
-            vec![m],
-            metrics.clone(),
-        )
-        .unwrap();
-        let mut h = H {
-            e,
-            now: 1_000_000,
-            metrics,
-        };
+        let mut h = H::with(vec![m]);
         h.streams_up();
         h.feed(Input::Resynced {
             reason: ResyncReason::Startup,

@@ -278,15 +278,31 @@ status_check_interval = "1s"
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
+        self.wait_until_none(what, timeout, || {
+            let met = cond();
+            async move { (!met.await).then(String::new) }
+        })
+        .await
+    }
+
+    /// As [`Self::wait_for`], for a condition that says what is still wrong (`Some`):
+    /// the last such answer goes in the timeout's panic.
+    pub async fn wait_until_none<F, Fut>(&self, what: &str, timeout: Duration, mut wrong: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<String>>,
+    {
         let start = Instant::now();
+        let mut last = String::new();
         while start.elapsed() < timeout {
-            if cond().await {
-                return;
+            match wrong().await {
+                None => return,
+                Some(why) => last = why,
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
-            "timed out after {timeout:?} waiting for {what}\n--- daemon log (tail) ---\n{}",
+            "timed out after {timeout:?} waiting for {what}\n{last}\n--- daemon log (tail) ---\n{}",
             tail(&self.log(), 40)
         );
     }
@@ -428,31 +444,27 @@ impl Daemon {
         // fill took is quoted again at the next ticker), and the exchange locks the
         // balance before its account update reaches the daemon. So a single later read
         // can catch the two a few milliseconds apart; what must hold is that they meet.
-        let start = Instant::now();
-        let mut differences = Vec::new();
-        while start.elapsed() < Duration::from_secs(8) {
-            let reported = self.reported_balances().await;
-            let exchange = self.sim.balances(API_KEY);
-            differences = assets
-                .iter()
-                .filter(|a| reported.get(**a) != exchange.get(**a))
-                .map(|a| {
-                    format!(
-                        "{a}: daemon {:?} vs exchange {:?} (free, locked)",
-                        reported.get(*a),
-                        exchange.get(*a)
-                    )
-                })
-                .collect();
-            if differences.is_empty() {
-                return trades;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "the daemon's balances never met the exchange's in 8 s; last read:\n{}\n--- daemon log (tail) ---\n{}",
-            differences.join("\n"),
-            tail(&self.log(), 40)
-        );
+        self.wait_until_none(
+            "the daemon's balances to meet the exchange's",
+            Duration::from_secs(8),
+            || async {
+                let reported = self.reported_balances().await;
+                let exchange = self.sim.balances(API_KEY);
+                let differences: Vec<String> = assets
+                    .iter()
+                    .filter(|a| reported.get(**a) != exchange.get(**a))
+                    .map(|a| {
+                        format!(
+                            "{a}: daemon {:?} vs exchange {:?} (free, locked)",
+                            reported.get(*a),
+                            exchange.get(*a)
+                        )
+                    })
+                    .collect();
+                (!differences.is_empty()).then(|| differences.join("\n"))
+            },
+        )
+        .await;
+        trades
     }
 }
