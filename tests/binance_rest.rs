@@ -255,15 +255,18 @@ async fn listen_key_410_tells_the_operator_to_switch() {
     c.delete_listen_key("lk-1").await.unwrap();
 }
 
+/// Scripts the next request's answer to come after the client's timeout, and the one
+/// after it to be a 503.
+fn late_then_busy(srv: &Server) {
+    let mut script = srv.script.lock();
+    script.push_back(Scripted::Sleep(Duration::from_millis(1_500)));
+    script.push_back(Scripted::Status(503, vec![], "busy".into()));
+}
+
 #[tokio::test]
 async fn timeouts_and_5xx_leave_the_outcome_unknown_api_errors_do_not() {
     let (srv, url) = start().await;
-    srv.script
-        .lock()
-        .push_back(Scripted::Sleep(Duration::from_millis(1_500)));
-    srv.script
-        .lock()
-        .push_back(Scripted::Status(503, vec![], "busy".into()));
+    late_then_busy(&srv);
     let c = client(&url);
     let e = c.place_order(&order("BTCUSDT")).await.unwrap_err();
     assert_eq!(e, RestError::Timeout);
@@ -513,12 +516,7 @@ async fn a_written_order_refused_for_its_timestamp_is_resent_once_after_a_resync
 #[tokio::test]
 async fn a_written_order_left_unanswered_times_out_unknown_and_the_line_is_replaced() {
     let (srv, url) = start().await;
-    srv.script
-        .lock()
-        .push_back(Scripted::Sleep(Duration::from_millis(1_500)));
-    srv.script
-        .lock()
-        .push_back(Scripted::Status(503, vec![], "busy".into()));
+    late_then_busy(&srv);
     let c = client(&url);
     c.keep_order_lines(1);
     idle_line(&c).await;
