@@ -70,6 +70,23 @@ impl TlsServer {
     fn host(&self) -> &str {
         self.url.trim_start_matches("https://")
     }
+
+    /// One connection, made without ALPN (the client asks for neither h2 nor anything
+    /// else, so HTTP/1.1), carried `orders` signed orders and then one signed cancel.
+    fn assert_one_connection_carried(&self, orders: usize) {
+        assert_eq!(self.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(*self.handshakes.lock(), vec![None]);
+        let heads = self.heads.lock().clone();
+        assert_eq!(heads.len(), orders + 1);
+        for h in &heads[..orders] {
+            assert_signed_head(h, "POST /api/v3/order?symbol=BTCUSDT&", self.host());
+        }
+        assert_signed_head(
+            &heads[orders],
+            "DELETE /api/v3/order?symbol=BTCUSDT&",
+            self.host(),
+        );
+    }
 }
 
 /// The servers' TLS setup: the leaf and its CA, TLS 1.2 and 1.3 (rustls's defaults).
@@ -208,19 +225,7 @@ async fn orders_and_a_cancel_share_one_kept_alive_tls_connection() {
     }
     let r = c.cancel_order("BTCUSDT", &cancel()).await.unwrap();
     assert_eq!(r.order_id, 4);
-    assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
-    // No ALPN: the client asks for neither h2 nor anything else, so HTTP/1.1.
-    assert_eq!(*srv.handshakes.lock(), vec![None]);
-    let heads = srv.heads.lock().clone();
-    assert_eq!(heads.len(), 4);
-    for h in &heads[..3] {
-        assert_signed_head(h, "POST /api/v3/order?symbol=BTCUSDT&", srv.host());
-    }
-    assert_signed_head(
-        &heads[3],
-        "DELETE /api/v3/order?symbol=BTCUSDT&",
-        srv.host(),
-    );
+    srv.assert_one_connection_carried(3);
 }
 
 #[tokio::test]
@@ -324,19 +329,7 @@ async fn orders_written_now_share_one_kept_alive_tls_line() {
     }
     let w = c.cancel_order_now("BTCUSDT", &cancel()).unwrap().unwrap();
     assert_eq!(c.written_response(w).await.unwrap().order_id, 3);
-    assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
-    // The same TLS configuration as the rest of the client: no ALPN, so HTTP/1.1.
-    assert_eq!(*srv.handshakes.lock(), vec![None]);
-    let heads = srv.heads.lock().clone();
-    assert_eq!(heads.len(), 3);
-    for h in &heads[..2] {
-        assert_signed_head(h, "POST /api/v3/order?symbol=BTCUSDT&", srv.host());
-    }
-    assert_signed_head(
-        &heads[2],
-        "DELETE /api/v3/order?symbol=BTCUSDT&",
-        srv.host(),
-    );
+    srv.assert_one_connection_carried(2);
 }
 
 #[tokio::test]
